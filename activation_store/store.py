@@ -1,0 +1,313 @@
+"""The activation store: one Zarr v3 group per harvest (design.md §2).
+
+Layout::
+
+    zarr.json                 group attributes: format, model, preprocessing, source, token layout of the kept
+                              tokens, hooks, dtype, n_images, chunk_images, fingerprint, `complete`, cached stats
+    acts/<hook>               [n_images, n_tokens_kept, d]; float16, or bfloat16 stored as int16 with the array
+                              attribute `logical_dtype: bfloat16` (zarr has no bf16 type; the view is bit-exact)
+    done                      bool [n_chunks], one storage object per element: the per-chunk done-mask
+    images/ids                str  [n_images]  the source's id of each image (a path or an index)
+    images/source_index       int64 [n_images] where each image sits in its source
+    images/labels             int64 [n_images] (-1 where the source has none)
+    images/factors/<name>     int32 [n_images] ground-truth factor value indices, where the source has them
+    images/patch_labels/<name> int16 [n_images, rows, cols] (-1 = background), where the source has them
+    images/skipped/ids, images/skipped/reasons   str [n_skipped] files the harvest skipped, and why
+
+Skipped (broken) files take no slot: `n_images` counts only images that were harvested, and `images/ids` names
+them. Chunks hold `chunk_images` consecutive images (the harvest batch), so writers that own disjoint chunks
+never share a storage object; all arrays are allocated in full before any activation is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from activation_store.layout import TokenLayout
+
+FORMAT = "visae-activation-store"
+FORMAT_VERSION = 1
+DTYPES = ("float16", "bfloat16")
+COMPRESSIONS = ("none", "zstd")
+_STORAGE_DTYPE = {"float16": "float16", "bfloat16": "int16"}
+# Attributes that say what a store holds: a resumed harvest must match all of them.
+IDENTITY_KEYS = ("model", "preprocess", "source", "token_kind", "layout", "hooks", "dtype", "compression",
+                 "chunk_images", "n_images_requested", "bad_files")
+
+
+def is_remote(path: str) -> bool:
+    return "://" in str(path)
+
+
+def resolve_storage_options(path: str, storage_options: dict | None) -> dict | None:
+    """fsspec options for a remote store; an S3 endpoint may come from `AWS_ENDPOINT_URL` (e.g. seaweedfs, MinIO)."""
+    if not is_remote(path):
+        return None
+    options = dict(storage_options or {})
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if str(path).startswith("s3://") and endpoint and "endpoint_url" not in options.get("client_kwargs", {}):
+        options["client_kwargs"] = {**options.get("client_kwargs", {}), "endpoint_url": endpoint}
+    return options
+
+
+def open_group(path: str, mode: str, storage_options: dict | None = None) -> zarr.Group:
+    return zarr.open_group(str(path), mode=mode, storage_options=resolve_storage_options(path, storage_options),
+                           zarr_format=3)
+
+
+def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 values held as int16 -> float32 (bf16 is the upper half of an fp32)."""
+    return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def fingerprint_of(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ImageTable:
+    """The per-image metadata written once, when a store is created."""
+
+    ids: list[str]
+    source_index: np.ndarray
+    labels: np.ndarray
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
+    patch_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class ActivationStore:
+    """A harvested activation store, local or at `s3://bucket/path`."""
+
+    def __init__(self, group: zarr.Group, path: str, storage_options: dict | None = None):
+        self.group = group
+        self.path = str(path)
+        self.storage_options = storage_options
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def open(cls, path: str, storage_options: dict | None = None, mode: str = "r") -> ActivationStore:
+        """Open an existing store; refuses paths that are not a fully created visae store."""
+        try:
+            group = open_group(path, mode, storage_options)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no activation store at {path}; create one with `visae harvest --out {path}`")
+        attrs = group.attrs
+        if attrs.get("format") != FORMAT:
+            raise ValueError(f"{path} is a Zarr group but not a visae activation store (no format={FORMAT!r})")
+        if attrs.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{path} has store format {attrs['format_version']}; this visae reads up to "
+                             f"{FORMAT_VERSION}: upgrade visae")
+        if not attrs.get("initialized", False):
+            raise ValueError(f"the store at {path} was never fully created (a harvest was interrupted while "
+                             "creating it); rerun the harvest command to recreate it")
+        return cls(group, path, storage_options)
+
+    @classmethod
+    def create(cls, path: str, attrs: dict, hook_dims: dict[str, int], images: ImageTable,
+               storage_options: dict | None = None) -> ActivationStore:
+        """Allocate a whole store: every array at full size, image metadata written, done-mask empty.
+
+        `attrs` must hold the identity keys (`IDENTITY_KEYS`). The group is marked `initialized` last, so an
+        interrupted creation is recognised and redone rather than mistaken for a store."""
+        dtype, compression, chunk = attrs["dtype"], attrs["compression"], int(attrs["chunk_images"])
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+        n_images, n_tokens = len(images), int(attrs["layout"]["n_tokens"])
+        if n_images == 0:
+            raise ValueError("no image could be read from the source, nothing to harvest")
+        identity = {key: attrs[key] for key in IDENTITY_KEYS}
+        full_attrs = {**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, "n_images": n_images,
+                      "fingerprint": fingerprint_of({**identity, "n_images": n_images}), "complete": False,
+                      "initialized": False, "stats": {}}
+        group = open_group(path, "w", storage_options)
+        group.attrs.update(full_attrs)
+        compressors = ZstdCodec(level=3) if compression == "zstd" else None
+        for hook, d in hook_dims.items():
+            arr = group.create_array(f"acts/{hook}", shape=(n_images, n_tokens, d), chunks=(chunk, n_tokens, d),
+                                     dtype=_STORAGE_DTYPE[dtype], compressors=compressors, fill_value=0)
+            arr.attrs["logical_dtype"] = dtype
+        n_chunks = -(-n_images // chunk)
+        group.create_array("done", shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False, compressors=None)
+        _write_images(group, images)
+        group.attrs["initialized"] = True
+        return cls(group, path, storage_options)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def attrs(self) -> dict:
+        return dict(self.group.attrs)
+
+    @property
+    def model_spec(self) -> str:
+        return self.attrs["model"]["spec"]
+
+    @property
+    def source_spec(self) -> str:
+        return self.attrs["source"]["spec"]
+
+    @property
+    def layout(self) -> TokenLayout:
+        """Layout of the tokens kept in the store."""
+        return TokenLayout.from_dict(self.attrs["layout"])
+
+    @property
+    def token_kind(self) -> str:
+        return self.attrs["token_kind"]
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.attrs["hooks"])
+
+    @property
+    def n_images(self) -> int:
+        return int(self.attrs["n_images"])
+
+    @property
+    def chunk_images(self) -> int:
+        return int(self.attrs["chunk_images"])
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_images // self.chunk_images)
+
+    @property
+    def dtype(self) -> str:
+        return self.attrs["dtype"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.attrs["fingerprint"]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.attrs.get("complete", False))
+
+    @property
+    def label_names(self) -> list[str] | None:
+        return self.attrs["source"].get("label_names")
+
+    @property
+    def factor_values(self) -> dict[str, list[str]]:
+        return dict(self.attrs["source"].get("factor_values") or {})
+
+    def d(self, hook: str) -> int:
+        return int(self.acts(hook).shape[2])
+
+    def acts(self, hook: str) -> zarr.Array:
+        if hook not in self.hooks:
+            raise ValueError(f"hook {hook!r} is not in the store at {self.path}; it holds {', '.join(self.hooks)}")
+        return self.group[f"acts/{hook}"]
+
+    def read(self, hook: str, start: int, stop: int) -> np.ndarray:
+        """Activations of images [start, stop) as float32 [n, n_tokens_kept, d]."""
+        raw = self.acts(hook)[start:stop]
+        return bf16_bits_to_float32(raw) if self.dtype == "bfloat16" else raw.astype(np.float32)
+
+    def read_raw(self, hook: str, start: int, stop: int) -> np.ndarray:
+        """Activations as stored (float16, or int16 holding bfloat16 bits)."""
+        return self.acts(hook)[start:stop]
+
+    @cached_property
+    def image_ids(self) -> np.ndarray:
+        return self.group["images/ids"][:]
+
+    @cached_property
+    def source_index(self) -> np.ndarray:
+        return self.group["images/source_index"][:]
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return self.group["images/labels"][:]
+
+    @cached_property
+    def factors(self) -> dict[str, np.ndarray]:
+        return _read_members(self.group, "images/factors")
+
+    @cached_property
+    def patch_labels(self) -> dict[str, np.ndarray]:
+        return _read_members(self.group, "images/patch_labels")
+
+    @cached_property
+    def skipped(self) -> list[tuple[str, str]]:
+        ids, reasons = self.group["images/skipped/ids"][:], self.group["images/skipped/reasons"][:]
+        return list(zip(ids.tolist(), reasons.tolist()))
+
+    # ------------------------------------------------------------------ chunks and the done-mask
+    def chunk_range(self, k: int) -> tuple[int, int]:
+        start = k * self.chunk_images
+        return start, min(start + self.chunk_images, self.n_images)
+
+    def done_mask(self) -> np.ndarray:
+        return self.group["done"][:]
+
+    def write_chunk(self, k: int, acts: dict[str, np.ndarray]) -> None:
+        """Write every hook's activations of chunk k, then mark it done (so a crash never marks a partial chunk)."""
+        start, stop = self.chunk_range(k)
+        for hook, values in acts.items():
+            self.group[f"acts/{hook}"][start:stop] = values
+        self.group["done"][k] = True
+
+    def mark_complete(self) -> None:
+        missing = np.flatnonzero(~self.done_mask())
+        if missing.size:
+            raise RuntimeError(f"cannot mark {self.path} complete: {missing.size} chunks are not written yet")
+        self.group.attrs["complete"] = True
+
+    # ------------------------------------------------------------------ cached statistics
+    def cached_stats(self, key: str) -> dict | None:
+        return self.attrs.get("stats", {}).get(key)
+
+    def cache_stats(self, key: str, value: dict) -> None:
+        """Store statistics in the group attributes (skipped silently when the store is read-only to us)."""
+        try:
+            group = open_group(self.path, "r+", self.storage_options)
+            group.attrs["stats"] = {**group.attrs.get("stats", {}), key: value}
+        except (PermissionError, ValueError, OSError):
+            return
+        self.group = open_group(self.path, "r", self.storage_options)
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({self.path!r}, model={self.model_spec!r}, n_images={self.n_images}, "
+                f"tokens={self.token_kind}[{self.layout.n_tokens}], hooks={self.hooks}, dtype={self.dtype}, "
+                f"complete={self.complete})")
+
+
+def _write_images(group: zarr.Group, images: ImageTable) -> None:
+    n = len(images)
+    group.create_array("images/ids", shape=(n,), dtype=str)[:] = np.asarray(images.ids, dtype=str)
+    group.create_array("images/source_index", shape=(n,), dtype="int64")[:] = np.asarray(images.source_index)
+    group.create_array("images/labels", shape=(n,), dtype="int64")[:] = np.asarray(images.labels)
+    group.require_group("images/factors")
+    for name, values in images.factors.items():
+        group.create_array(f"images/factors/{name}", shape=(n,), dtype="int32")[:] = np.asarray(values)
+    group.require_group("images/patch_labels")
+    for name, values in images.patch_labels.items():
+        values = np.asarray(values, dtype=np.int16)
+        group.create_array(f"images/patch_labels/{name}", shape=values.shape, dtype="int16")[:] = values
+    skipped = len(images.skipped)
+    ids = group.create_array("images/skipped/ids", shape=(skipped,), dtype=str)
+    reasons = group.create_array("images/skipped/reasons", shape=(skipped,), dtype=str)
+    if skipped:
+        ids[:] = np.asarray([s[0] for s in images.skipped], dtype=str)
+        reasons[:] = np.asarray([s[1] for s in images.skipped], dtype=str)
+
+
+def _read_members(group: zarr.Group, path: str) -> dict[str, np.ndarray]:
+    if path not in group:
+        return {}
+    sub = group[path]
+    return {name: arr[:] for name, arr in sorted(sub.arrays())}
