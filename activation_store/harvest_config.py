@@ -1,0 +1,66 @@
+"""The harvest configuration: a typed dataclass that loads from YAML with command-line overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from activation_store.layout import TOKEN_KINDS
+from activation_store.store import COMPRESSIONS, DTYPES
+
+BAD_FILE_POLICIES = ("skip", "fail")
+
+
+@dataclass
+class HarvestConfig:
+    """What to harvest and how. `visae harvest --help` describes every field."""
+
+    out: str = MISSING  # local path or s3://bucket/path
+    model: str = "visae:toy-vit-shapes"
+    images: str = "shapes:n=512,seed=0"
+    hooks: list[str] = field(default_factory=lambda: ["blocks.-1.resid_post"])
+    weights: Optional[str] = None
+    tokens: str = "all"
+    n_images: Optional[int] = None  # None: every readable image of the source
+    batch_size: int = 64  # images per forward pass, and per store chunk
+    dtype: str = "float16"
+    compression: str = "none"
+    bad_files: str = "skip"
+    num_workers: int = 4  # image-decoding threads
+    device: str = "cpu"
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for remote stores
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (("tokens", self.tokens, TOKEN_KINDS), ("dtype", self.dtype, DTYPES),
+                                     ("compression", self.compression, COMPRESSIONS),
+                                     ("bad_files", self.bad_files, BAD_FILE_POLICIES)):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if not self.hooks:
+            raise ValueError("no hooks given; pass e.g. --hooks blocks.-1.resid_post")
+        if self.batch_size < 1 or self.num_workers < 1 or (self.n_images is not None and self.n_images < 1):
+            raise ValueError("batch_size, num_workers and n_images must be positive")
+
+
+def load_harvest_config(yaml_path: str | None = None, overrides: dict | None = None,
+                        dotlist: list[str] | None = None) -> HarvestConfig:
+    """Defaults <- YAML file <- `overrides` (e.g. command-line flags) <- `dotlist` ("key=value" strings)."""
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(HarvestConfig),
+            OmegaConf.load(yaml_path) if yaml_path else {},
+            {k: v for k, v in (overrides or {}).items() if v is not None},
+            OmegaConf.from_dotlist(dotlist or []),
+        )
+        return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as err:
+        raise ValueError(f"missing required setting {err.full_key!r}; pass --{err.full_key.replace('_', '-')} "
+                         "or set it in the YAML config") from None
+    except OmegaConfBaseException as err:
+        raise ValueError(f"bad harvest config: {err}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"harvest config file {yaml_path} does not exist") from None

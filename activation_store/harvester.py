@@ -1,0 +1,258 @@
+"""Harvest a vision model's activations at several hook points into an activation store.
+
+One forward pass per batch captures every hook (stopping after the deepest hooked block); a writer thread stores
+the previous batch while the next one runs, and decoding threads prepare the batches after that. A batch is one
+store chunk, so every chunk is computed from exactly the same images whether or not the harvest was interrupted,
+which makes a resumed store identical, array by array, to an uninterrupted one.
+
+Crash safety: the store is created in full first (arrays allocated, image metadata written, `initialized` set
+last); each chunk is marked in the done-mask only after all its hooks are written; `complete: true` is set only
+once every chunk is done. Rerunning the same command writes only the chunks not yet done.
+
+Bad files: the store is created after a scan that reads every candidate image once. Under `bad_files="skip"` the
+unreadable ones take no slot in the store (so `n_images` counts only good images, and the first `n_images` good
+images are kept); they are listed with their reasons in `images/skipped`. Under `"fail"` the scan stops at the
+first one with an error naming it.
+
+Several processes: under torchrun, rank 0 scans and creates the store, then every rank harvests the chunks
+k with k % world_size == rank (disjoint, chunk-aligned, on a preallocated store: design.md §2).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from activation_store.harvest_config import HarvestConfig
+from activation_store.models import load_model
+from activation_store.models.base import VisionModel
+from activation_store.sources import ImageSource, open_source
+from activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, is_remote, open_group
+
+SCAN_BLOCK = 256
+
+
+def harvest(cfg: HarvestConfig) -> ActivationStore:
+    """Run (or resume) a harvest and return the complete store."""
+    model = load_model(cfg.model, cfg.weights, device=cfg.device)
+    hooks = list(dict.fromkeys(model.canonical(h) for h in cfg.hooks))
+    token_index = model.layout.indices(cfg.tokens)
+    source = open_source(cfg.images)
+    attrs = store_attrs(cfg, model, source, hooks, token_index)
+    with _process_group() as (rank, world):
+        if rank == 0:
+            store = open_or_create(cfg, attrs, model, source, hooks)
+        _barrier(world)
+        if rank != 0:
+            store = ActivationStore.open(cfg.out, cfg.storage_options)
+        done = store.done_mask()
+        chunks = [k for k in range(store.n_chunks) if k % world == rank and not done[k]]
+        if chunks:
+            _harvest_chunks(model, source, store, chunks, hooks, token_index, cfg, show=rank == 0)
+        _barrier(world)
+        if rank == 0:
+            store.mark_complete()
+        _barrier(world)
+    return ActivationStore.open(cfg.out, cfg.storage_options)
+
+
+def store_attrs(cfg: HarvestConfig, model: VisionModel, source: ImageSource, hooks: list[str],
+                token_index: list[int]) -> dict:
+    """The store's group attributes; `IDENTITY_KEYS` among them decide whether a rerun may resume."""
+    return {
+        "model": {"spec": model.spec, "weights_sha256": model.weights_sha256, "n_blocks": model.n_blocks,
+                  "d_model": model.d_model, "layout": model.layout.to_dict()},
+        "preprocess": model.preprocess.to_dict(),
+        "source": {"spec": source.spec, "fingerprint": source.fingerprint(), "label_names": source.label_names,
+                   "factor_names": list(source.factor_names),
+                   "factor_values": {k: list(v) for k, v in source.factor_values.items()}},
+        "token_kind": cfg.tokens,
+        "token_positions": list(token_index),  # where the kept tokens sit in the model's sequence
+        "layout": model.layout.subset(cfg.tokens).to_dict(),
+        "hooks": hooks,
+        "hook_dims": {h: model.hook_dim(h) for h in hooks},
+        "dtype": cfg.dtype,
+        "compression": cfg.compression,
+        "chunk_images": cfg.batch_size,
+        "n_images_requested": cfg.n_images,
+        "bad_files": cfg.bad_files,
+    }
+
+
+def open_or_create(cfg: HarvestConfig, attrs: dict, model: VisionModel, source: ImageSource,
+                   hooks: list[str]) -> ActivationStore:
+    """Reuse a matching store (refusing one made differently), or scan the source and create a new one."""
+    try:
+        group = open_group(cfg.out, "r", cfg.storage_options)
+    except FileNotFoundError:
+        group = None
+    if group is None and not is_remote(cfg.out) and os.path.exists(cfg.out) and os.listdir(cfg.out):
+        raise FileExistsError(f"{cfg.out} exists and is not an activation store; choose another --out")
+    if group is not None and group.attrs.get("initialized", False):
+        store = ActivationStore.open(cfg.out, cfg.storage_options, mode="r+")
+        check_resumable(store, attrs)
+        return store
+    if group is not None and group.attrs.get("format") != "visae-activation-store":
+        raise FileExistsError(f"{cfg.out} is a Zarr group that is not an activation store; choose another --out")
+    images = scan_source(source, cfg.n_images, cfg.bad_files, cfg.num_workers, model.layout.grid, cfg.progress)
+    hook_dims = {h: model.hook_dim(h) for h in hooks}
+    return ActivationStore.create(cfg.out, attrs, hook_dims, images, cfg.storage_options)
+
+
+def check_resumable(store: ActivationStore, attrs: dict) -> None:
+    existing = store.attrs
+    differ = [key for key in IDENTITY_KEYS if existing.get(key) != attrs[key]]
+    if differ:
+        details = "; ".join(f"{key}: store has {existing.get(key)!r}, this run asks for {attrs[key]!r}"
+                            for key in differ)
+        raise ValueError(f"refusing to resume into {store.path}: it was harvested differently ({details}). "
+                         "Choose another --out, or delete the store to start over")
+
+
+def scan_source(source: ImageSource, n_wanted: int | None, bad_files: str, workers: int,
+                grid: tuple[int, int], progress: bool = True) -> ImageTable:
+    """Read candidate images in order until `n_wanted` readable ones are found (all of them if None)."""
+    n_wanted = len(source) if n_wanted is None else n_wanted
+    kept: list[int] = []
+    ids, labels, skipped = [], [], []
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=n_wanted, desc="scan images", unit="img", disable=not progress) as bar:
+        for start in range(0, len(source), SCAN_BLOCK):
+            indices = range(start, min(start + SCAN_BLOCK, len(source)))
+            for i, (image_id, label, error) in zip(indices, pool.map(lambda i: _probe(source, i), indices)):
+                if error is not None and bad_files == "fail":
+                    raise ValueError(f"cannot read image {image_id}: {error}. Fix or remove the file, "
+                                     "or harvest with --bad-files skip")
+                if error is not None:
+                    skipped.append((image_id, error))
+                elif len(kept) < n_wanted:
+                    kept.append(i)
+                    ids.append(image_id)
+                    labels.append(label)
+                    bar.update(1)
+            if len(kept) >= n_wanted:
+                break
+    factors = {name: np.asarray([source.factors(i)[name] for i in kept]) for name in source.factor_names}
+    return ImageTable(ids, np.asarray(kept, dtype=np.int64), np.asarray(labels, dtype=np.int64), factors,
+                      _patch_labels(source, kept, grid), skipped)
+
+
+def _probe(source: ImageSource, i: int) -> tuple[str, int, str | None]:
+    """(id, label, error or None) of image i; the decoded pixels are freed at once."""
+    record = source[i]
+    error = None if record.image is not None else str(record.error or "unreadable image")
+    return str(record.id), int(record.label), error
+
+
+def _patch_labels(source: ImageSource, kept: list[int], grid: tuple[int, int]) -> dict[str, np.ndarray]:
+    if not kept or grid[0] * grid[1] == 0 or source.patch_labels(kept[0], grid) is None:
+        return {}
+    per_image = [source.patch_labels(i, grid) for i in kept]
+    return {name: np.stack([p[name] for p in per_image]).astype(np.int16) for name in per_image[0]}
+
+
+def _harvest_chunks(model: VisionModel, source: ImageSource, store: ActivationStore, chunks: list[int],
+                    hooks: list[str], token_index: list[int], cfg: HarvestConfig, show: bool) -> None:
+    keep = None if token_index == list(range(model.layout.n_tokens)) else torch.tensor(token_index)
+    writer = ChunkWriter(store, hooks, keep, cfg.dtype)
+    total = sum(stop - start for start, stop in map(store.chunk_range, chunks))
+    with tqdm(total=total, desc="harvest", unit="img", disable=not (cfg.progress and show)) as bar:
+        try:
+            for k, pixels in _prefetch_batches(source, store, chunks, model, cfg.num_workers):
+                cache = model.run_with_cache(pixels.to(cfg.device), hooks)
+                writer.put(k, cache)
+                bar.update(pixels.shape[0])
+        finally:
+            writer.close()
+
+
+def _prefetch_batches(source: ImageSource, store: ActivationStore, chunks: list[int], model: VisionModel,
+                      workers: int, lookahead: int = 2) -> Iterator[tuple[int, torch.Tensor]]:
+    """Decoded, preprocessed batches of the given chunks, with `lookahead` more chunks decoding in threads."""
+    source_index = store.source_index
+
+    def load(i: int) -> torch.Tensor:
+        record = source[int(i)]
+        if record.image is None:
+            raise ValueError(f"image {record.id} was readable when the store was created but is not now "
+                             f"({record.error}); restore the file or harvest into a new store")
+        return model.preprocess(record.image)
+
+    with ThreadPoolExecutor(workers) as pool:
+        pending: list[tuple[int, list[Future]]] = []
+        for k in chunks + [None] * lookahead:
+            if k is not None:
+                start, stop = store.chunk_range(k)
+                pending.append((k, [pool.submit(load, i) for i in source_index[start:stop]]))
+            if len(pending) > lookahead or (k is None and pending):
+                k_ready, futures = pending.pop(0)
+                yield k_ready, torch.stack([f.result() for f in futures])
+
+
+class ChunkWriter:
+    """Writes chunks in a background thread through a bounded queue, so forward passes overlap Zarr writes."""
+
+    def __init__(self, store: ActivationStore, hooks: list[str], keep: torch.Tensor | None, dtype: str,
+                 max_pending: int = 2):
+        self.store, self.hooks, self.keep, self.dtype = store, hooks, keep, dtype
+        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True, name="chunk-writer")
+        self.thread.start()
+
+    def put(self, k: int, cache: dict[str, torch.Tensor]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((k, cache))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain after a failure so the producer never blocks
+            try:
+                k, cache = item
+                self.store.write_chunk(k, {h: self._to_storage(cache[h]) for h in self.hooks})
+            except BaseException as err:
+                self.error = err
+
+    def _to_storage(self, acts: torch.Tensor) -> np.ndarray:
+        if self.keep is not None:
+            acts = acts[:, self.keep]
+        if self.dtype == "bfloat16":
+            return acts.to(torch.bfloat16).view(torch.int16).cpu().numpy()
+        return acts.to(torch.float16).cpu().numpy()
+
+
+class _process_group:
+    """(rank, world_size); under torchrun, joins a gloo process group for the harvest's duration if needed."""
+
+    def __enter__(self) -> tuple[int, int]:
+        self.owned = False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+            self.owned = True
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def __exit__(self, *exc) -> None:
+        if self.owned:
+            dist.destroy_process_group()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
