@@ -1,0 +1,101 @@
+"""Image sources: random access to images by index, and `open_source(spec)`, the one entry point.
+
+Specs: a directory path or `folder:PATH`, `list:FILE.txt`, `skimage`, `shapes:n=1000,seed=0,size=64`.
+A source never raises for a broken file: its record has `image=None` and an `error` saying why, and the
+harvester decides whether to skip or stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image
+
+
+@dataclass
+class ImageRecord:
+    """One image (RGB) or the reason it could not be read."""
+
+    id: str
+    image: Image.Image | None
+    label: int = -1
+    error: str | None = None
+
+
+class ImageSource:
+    """Indexable images. Subclasses set `spec` and implement __len__, __getitem__ and fingerprint()."""
+
+    spec: str
+    label_names: list[str] | None = None
+    factor_names: list[str] = []
+    factor_values: dict[str, list[str]] = {}
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> ImageRecord:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return (self[i] for i in range(len(self)))
+
+    def fingerprint(self) -> str:
+        """A sha256 that changes whenever the images this source yields may change."""
+        raise NotImplementedError
+
+    def factors(self, i: int) -> dict[str, int]:
+        """Ground-truth factor values of image i (indices into factor_values[name]); empty if none."""
+        return {}
+
+    def patch_labels(self, i: int, grid: tuple[int, int]) -> dict[str, np.ndarray] | None:
+        """Per-patch factor values of image i at a patch grid: int16 [rows, cols], -1 = background; None if none."""
+        return None
+
+    def _check_index(self, i: int) -> int:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"image index {i} out of range for a source of {len(self)} images")
+        return i % len(self)
+
+
+SourceFactory = Callable[[str], ImageSource]
+_SOURCES: dict[str, SourceFactory] = {}
+
+
+def register_source(prefix: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Register `factory(rest_of_spec) -> ImageSource` for specs `prefix` or `prefix:rest`."""
+
+    def decorator(factory: SourceFactory) -> SourceFactory:
+        _SOURCES[prefix] = factory
+        return factory
+
+    return decorator
+
+
+def source_kinds() -> list[str]:
+    return sorted(_SOURCES)
+
+
+def parse_options(text: str) -> dict:
+    """`n=1000,seed=0,size=64` -> {"n": 1000, "seed": 0, "size": 64} (values typed as YAML scalars)."""
+    items = [item for item in text.split(",") if item]
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ValueError(f"source options must be key=value separated by commas, got {bad} in {text!r}")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+
+
+def open_source(spec: str) -> ImageSource:
+    """The image source a spec names: a directory, `folder:PATH`, `list:FILE.txt`, `skimage`, `shapes:...`."""
+    prefix, _, rest = spec.partition(":")
+    if prefix in _SOURCES:
+        return _SOURCES[prefix](rest)
+    if Path(spec).is_dir():
+        return _SOURCES["folder"](spec)
+    raise ValueError(
+        f"unknown image source {spec!r}: not a directory, and not one of the kinds {', '.join(source_kinds())} "
+        "(write e.g. 'folder:PATH', 'list:FILE.txt', 'skimage', 'shapes:n=1000,seed=0,size=64')"
+    )
