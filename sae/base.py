@@ -1,0 +1,269 @@
+"""The shared base of every SAE architecture: parameters, input scaling, initialisation from data,
+decoder-norm handling, and saving/loading in SAELens's format (design.md §3).
+
+Architectures subclass `SAE`, set `architecture`, and register themselves by doing so;
+`create_sae(cfg)` builds the right one. Training-time inputs are scaled by the scalar
+`input_scale` (E||x|| = sqrt(d_in)); `save` folds it into the weights, so a saved SAE takes raw
+activations and `input_scale` of a loaded SAE is 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from sae.config import SAEConfig
+from sae.file_format import read_sae_folder, write_sae_folder
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+_REGISTRY: dict[str, type[SAE]] = {}
+
+
+@dataclass
+class TrainState:
+    """What the trainer tells the SAE each step. `sparsity_scale` is the sparsity-penalty warm-up
+    factor in [0, 1]; `dead_mask` marks latents that have not fired for the dead window (AuxK)."""
+
+    sparsity_scale: float = 1.0
+    dead_mask: torch.Tensor | None = None
+    step: int = 0
+
+
+@dataclass
+class LossOutput:
+    """`total` is the sum of the (already weighted) `parts`. `x_hat` is in the input's units,
+    `fired` marks the latents active on at least one token of the batch, `l0` is a 0-d tensor."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    x_hat: torch.Tensor
+    fired: torch.Tensor
+    l0: torch.Tensor
+
+
+@dataclass
+class _Exported:
+    architecture: str
+    tensors: dict[str, torch.Tensor]
+    cfg: dict[str, Any] = field(default_factory=dict)
+
+
+def create_sae(cfg: SAEConfig) -> SAE:
+    """Build a freshly initialised SAE of `cfg.architecture`."""
+    return architecture_class(cfg.architecture)(cfg)
+
+
+def architecture_class(name: str) -> type[SAE]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown SAE architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+class SAE(nn.Module):
+    """A sparse autoencoder x -> z = act(W_enc^T (s x - b_dec) + b_enc) -> x_hat = (W_dec^T z + b_dec) / s."""
+
+    architecture: ClassVar[str]
+    unit_norm_decoder: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "architecture" in cls.__dict__:
+            _REGISTRY[cls.architecture] = cls
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        if cfg.architecture != self.architecture:
+            raise ValueError(f"{type(self).__name__} needs architecture={self.architecture!r}, got {cfg.architecture!r}")
+        self.cfg = cfg
+        dtype = DTYPES[cfg.dtype]
+        W_dec = torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype)
+        nn.init.kaiming_uniform_(W_dec)
+        W_dec *= self.decoder_init_norm() / W_dec.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec)
+        self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        self.register_buffer("input_scale", torch.ones((), dtype=dtype))
+
+    def decoder_init_norm(self) -> float:
+        return 1.0
+
+    # ---- forward -------------------------------------------------------------------------------
+
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.W_enc.dtype) * self.input_scale
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations of raw inputs x [B, d_in]: one GEMM."""
+        x_in = self.scale_input(x)
+        if self.cfg.apply_b_dec_to_input:
+            x_in = x_in - self.b_dec
+        return torch.addmm(self.b_enc, x_in, self.W_enc)
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """Latent activations from pre-activations (inference rule of the architecture)."""
+        raise NotImplementedError(f"{type(self).__name__} must define activate()")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense latent activations z [B, d_sae] of raw inputs x [B, d_in]."""
+        return self.activate(self.pre_acts(x))
+
+    def decode_scaled(self, z: torch.Tensor) -> torch.Tensor:
+        return z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction in the input's units from dense latents z [B, d_sae]."""
+        return self.decode_scaled(z) / self.input_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+        raise NotImplementedError(f"{type(self).__name__} must define training_losses()")
+
+    # ---- initialisation and optimiser hooks ----------------------------------------------------
+
+    @torch.no_grad()
+    def init_from_data(self, x_sample: torch.Tensor, mean_norm: float | None = None) -> None:
+        """Set the input scale (E||x|| = sqrt(d_in), from `mean_norm` or the sample) and b_dec
+        (the scaled sample's mean or geometric median, per `cfg.b_dec_init`)."""
+        x = x_sample.to(self.W_enc.dtype)
+        if self.cfg.normalize_activations == "expected_average_only_in":
+            norm = float(mean_norm) if mean_norm is not None else float(x.norm(dim=-1).mean())
+            if not norm > 0:
+                raise ValueError(f"cannot normalise inputs with mean norm {norm}; the activation sample is all zeros")
+            self.input_scale.fill_(math.sqrt(self.cfg.d_in) / norm)
+        x = x * self.input_scale
+        centre = x.mean(0) if self.cfg.b_dec_init == "mean" else geometric_median(x)
+        self.b_dec.copy_(centre)
+
+    @torch.no_grad()
+    def after_backward(self) -> None:
+        """Remove the gradient component parallel to each unit-norm decoder row (call before the optimiser step)."""
+        if not self.unit_norm_decoder or self.W_dec.grad is None:
+            return
+        rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec.grad -= (self.W_dec.grad * rows).sum(1, keepdim=True) * rows
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Project decoder rows back to unit norm (call after the optimiser step)."""
+        if self.unit_norm_decoder:
+            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    # ---- saving and loading ----------------------------------------------------------------------
+
+    def export_extra(self) -> _Exported:
+        """The inference form of this SAE in SAELens terms (subclasses add tensors or change architecture)."""
+        return _Exported(self.architecture, {})
+
+    @torch.no_grad()
+    def inference_tensors(self) -> _Exported:
+        """Weights with the input scale folded in, plus architecture-specific tensors."""
+        s = self.input_scale
+        exported = self.export_extra()
+        exported.tensors = {
+            "W_enc": self.W_enc * s,
+            "b_enc": self.b_enc.clone(),
+            "W_dec": self.W_dec / s,
+            "b_dec": self.b_dec / s,
+            **exported.tensors,
+        }
+        return exported
+
+    def save(self, path: str | Path, sparsity: torch.Tensor | None = None) -> Path:
+        """Write cfg.json + sae_weights.safetensors (+ sparsity.safetensors, log10 firing frequency) atomically."""
+        exported = self.inference_tensors()
+        training_cfg = {k: v for k, v in self.cfg.to_dict().items() if k != "metadata"}
+        cfg = {
+            "architecture": exported.architecture,
+            "d_in": self.cfg.d_in,
+            "d_sae": self.cfg.d_sae,
+            "dtype": self.cfg.dtype,
+            "device": "cpu",
+            "apply_b_dec_to_input": self.cfg.apply_b_dec_to_input,
+            "normalize_activations": "none",
+            "reshape_activations": "none",
+            **exported.cfg,
+            "metadata": {
+                # The cfg.json layout generation of SAELens this file follows (read by SAELens's loader).
+                "sae_lens_version": "6.0.0",
+                **self.cfg.metadata,
+                "visae_training_config": training_cfg,
+                "input_scale_folded": float(self.input_scale),
+            },
+        }
+        return write_sae_folder(path, cfg, exported.tensors, sparsity)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SAE:
+        """Load a folder in SAELens format (written by visae or SAELens)."""
+        cfg_dict, tensors = read_sae_folder(path)
+        sae_cls = architecture_class(cfg_dict["architecture"])
+        cfg = sae_config_from_file(cfg_dict)
+        sae = sae_cls(cfg)
+        sae.load_inference_tensors(fold_file_conventions(cfg_dict, tensors))
+        return sae.to(device)
+
+    @torch.no_grad()
+    def load_inference_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(self, name).copy_(tensors[name])
+
+    @classmethod
+    def from_pretrained(cls, release_or_repo_id: str, sae_id: str, **kwargs) -> SAE:
+        """Download (through the Hub cache) and load one SAE of a registry release or `org/name` repo."""
+        from sae.hub import download_sae
+
+        return cls.load(download_sae(release_or_repo_id, sae_id, **kwargs))
+
+
+def sae_config_from_file(cfg_dict: dict[str, Any]) -> SAEConfig:
+    """SAEConfig of a loaded file: shape keys from cfg.json, training parameters from visae's metadata if present."""
+    metadata = dict(cfg_dict.get("metadata") or {})
+    known = {f.name for f in fields(SAEConfig)}
+    training = {k: v for k, v in (metadata.get("visae_training_config") or {}).items() if k in known}
+    training.update(
+        architecture=cfg_dict["architecture"],
+        d_in=int(cfg_dict["d_in"]),
+        d_sae=int(cfg_dict["d_sae"]),
+        dtype=cfg_dict.get("dtype", "float32"),
+        apply_b_dec_to_input=bool(cfg_dict.get("apply_b_dec_to_input", True)),
+        normalize_activations="none",
+        metadata=metadata,
+    )
+    if "k" in cfg_dict:
+        training["k"] = int(cfg_dict["k"])
+    return SAEConfig(**training)
+
+
+@torch.no_grad()
+def fold_file_conventions(cfg_dict: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fold SAELens TopK's `rescale_acts_by_decoder_norm` into plain weights (same outputs)."""
+    if not cfg_dict.get("rescale_acts_by_decoder_norm"):
+        return tensors
+    norms = tensors["W_dec"].norm(dim=1)
+    return {
+        **tensors,
+        "W_enc": tensors["W_enc"] * norms,
+        "b_enc": tensors["b_enc"] * norms,
+        "W_dec": tensors["W_dec"] / norms[:, None],
+    }
+
+
+@torch.no_grad()
+def geometric_median(x: torch.Tensor, iters: int = 50, tol: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the summed Euclidean distance to the rows of x."""
+    median = x.mean(0)
+    for _ in range(iters):
+        weights = 1.0 / (x - median).norm(dim=1).clamp_min(1e-8)
+        new = (weights[:, None] * x).sum(0) / weights.sum()
+        if (new - median).norm() <= tol * median.norm().clamp_min(1e-12):
+            return new
+        median = new
+    return median

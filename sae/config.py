@@ -1,0 +1,89 @@
+"""The configuration of one sparse autoencoder, shared by every architecture.
+
+Loads from YAML with command-line overrides through omegaconf (see `SAEConfig.from_yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
+TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
+NORMALIZATIONS = ("none", "expected_average_only_in")
+B_DEC_INITS = ("mean", "geometric_median")
+
+
+@dataclass
+class SAEConfig:
+    """Shape, architecture and loss parameters of an SAE.
+
+    `normalize_activations="expected_average_only_in"` means inputs are scaled by one scalar so that
+    E||x|| = sqrt(d_in) during training (Anthropic, April 2024); the scalar is folded into the weights
+    on save, so a saved SAE takes raw activations and its cfg.json says "none".
+    Loss coefficients are in the units documented on each architecture's class.
+    """
+
+    architecture: str = "topk"
+    d_in: int = 768
+    d_sae: int = 768 * 16
+    k: int = 32
+    dtype: str = "float32"
+    apply_b_dec_to_input: bool = True
+    normalize_activations: str = "expected_average_only_in"
+    b_dec_init: str = "mean"
+    # TopK family: AuxK on latents the trainer reports dead (Gao et al. 2024).
+    k_aux: int = 512
+    aux_coeff: float = 1.0 / 32
+    # BatchTopK: momentum of the running inference threshold.
+    threshold_momentum: float = 0.99
+    # Matryoshka: nested prefix widths (ascending, the last one is d_sae); empty = d_sae/16, /8, /4, /2, d_sae.
+    matryoshka_widths: list[int] = field(default_factory=list)
+    # standard (ReLU + decoder-norm-weighted L1).
+    l1_coeff: float = 5.0
+    decoder_init_norm: float = 0.1
+    # jumprelu, in the units of inputs with E||x||^2 = 1 (rescaled internally).
+    l0_coeff: float = 1e-3
+    jumprelu_bandwidth: float = 1e-3
+    jumprelu_init_threshold: float = 1e-3
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown SAE architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+        if self.architecture in TOPK_FAMILY and not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k must be in 1..d_sae={self.d_sae} for {self.architecture}, got {self.k}")
+        if self.normalize_activations not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalize_activations must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize_activations!r}"
+            )
+        if self.b_dec_init not in B_DEC_INITS:
+            raise ValueError(f"b_dec_init must be one of {', '.join(B_DEC_INITS)}, got {self.b_dec_init!r}")
+        if self.dtype not in ("float32", "float16", "bfloat16", "float64"):
+            raise ValueError(f"dtype must be float32, float16, bfloat16 or float64, got {self.dtype!r}")
+        widths = self.prefix_widths()
+        if widths != sorted(set(widths)) or widths[-1] != self.d_sae or widths[0] <= 0:
+            raise ValueError(
+                f"matryoshka_widths must be strictly ascending positive widths ending at d_sae={self.d_sae}, got {widths}"
+            )
+
+    def prefix_widths(self) -> list[int]:
+        """The nested dictionary widths a Matryoshka SAE reconstructs with."""
+        if self.matryoshka_widths:
+            return [int(w) for w in self.matryoshka_widths]
+        return sorted({max(1, self.d_sae // f) for f in (16, 8, 4, 2)} | {self.d_sae})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | None = None, overrides: list[str] | None = None) -> SAEConfig:
+        """Defaults, then a YAML file, then `key=value` overrides."""
+        merged = OmegaConf.structured(cls)
+        if path is not None:
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
+        return OmegaConf.to_object(merged)

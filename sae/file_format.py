@@ -1,0 +1,171 @@
+"""Reading and writing one SAE folder in SAELens's format (design.md §3), with validation.
+
+A folder holds `cfg.json`, `sae_weights.safetensors` and optionally `sparsity.safetensors`
+(key `sparsity`: log10 firing frequency, [d_sae]). Writes go to a temporary sibling folder that
+is renamed into place, so a crash never leaves a complete-looking half-written folder.
+Pickles are refused outright: they can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SPARSITY_FILE = "sparsity.safetensors"
+FILE_ARCHITECTURES = ("standard", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk")
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
+_THRESHOLD_ARCHITECTURES = ("jumprelu", "batchtopk", "matryoshka_batchtopk")
+
+
+def expected_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Tensor keys and shapes a folder with this cfg.json must hold."""
+    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if cfg["architecture"] in _THRESHOLD_ARCHITECTURES:
+        shapes["threshold"] = (d_sae,)
+    return shapes
+
+
+def write_sae_folder(
+    path: str | Path, cfg: dict[str, Any], tensors: dict[str, torch.Tensor], sparsity: torch.Tensor | None = None
+) -> Path:
+    """Write cfg.json + weights (+ sparsity) to `path`, replacing any previous folder atomically."""
+    path = Path(path)
+    check_tensors(cfg, tensors, source=str(path))
+    dtype = _torch_dtype(cfg.get("dtype", "float32"), source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file({k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}, tmp / WEIGHTS_FILE)
+        if sparsity is not None:
+            if tuple(sparsity.shape) != (int(cfg["d_sae"]),):
+                raise ValueError(f"sparsity must have shape [d_sae={cfg['d_sae']}], got {list(sparsity.shape)}")
+            save_file({"sparsity": sparsity.detach().to("cpu", torch.float32).contiguous()}, tmp / SPARSITY_FILE)
+        (tmp / CFG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def read_sae_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """cfg.json and weights of a folder, after every check in this module."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no SAE folder at {path}")
+    refuse_pickles(path)
+    cfg = read_cfg(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise FileNotFoundError(f"{path} has no {WEIGHTS_FILE}; an SAE folder holds {CFG_FILE} and {WEIGHTS_FILE}")
+    tensors = read_safetensors(weights)
+    check_tensors(cfg, tensors, source=str(weights))
+    dtype = _torch_dtype(cfg.get("dtype", "float32"), source=str(path / CFG_FILE))
+    return cfg, {k: v.to(dtype) for k, v in tensors.items()}
+
+
+def read_sparsity(path: str | Path) -> torch.Tensor | None:
+    """log10 firing frequency per latent, if the folder has it."""
+    file = Path(path) / SPARSITY_FILE
+    return read_safetensors(file)["sparsity"] if file.is_file() else None
+
+
+def read_cfg(path: Path) -> dict[str, Any]:
+    file = path / CFG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} has no {CFG_FILE}; an SAE folder holds {CFG_FILE} and {WEIGHTS_FILE}")
+    try:
+        cfg = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON: {err}") from err
+    missing = [k for k in ("architecture", "d_in", "d_sae") if k not in cfg]
+    if missing:
+        raise ValueError(f"{file} lacks {', '.join(missing)}; it must name the architecture, d_in and d_sae")
+    if cfg["architecture"] not in FILE_ARCHITECTURES:
+        raise ValueError(
+            f"{file}: unknown architecture {cfg['architecture']!r}; visae loads {', '.join(FILE_ARCHITECTURES)}"
+        )
+    if cfg.get("normalize_activations", "none") not in ("none", None, False):
+        raise ValueError(
+            f"{file}: normalize_activations={cfg['normalize_activations']!r} needs a scaling factor that is not in "
+            "the folder; fold the factor into the weights and set normalize_activations to 'none'"
+        )
+    if cfg.get("reshape_activations", "none") != "none":
+        raise ValueError(f"{file}: reshape_activations={cfg['reshape_activations']!r} is for attention heads; visae needs 'none'")
+    return cfg
+
+
+def refuse_pickles(path: Path) -> None:
+    for file in sorted(path.iterdir()):
+        if file.suffix in PICKLE_SUFFIXES or (file.suffix == ".safetensors" and _is_pickle(file)):
+            raise ValueError(
+                f"{file} is a pickle-based file; visae refuses pickles in an SAE folder because loading one can "
+                "run arbitrary code. Convert it with `visae convert` or save the weights as safetensors"
+            )
+
+
+def _is_pickle(file: Path) -> bool:
+    """A raw pickle (protocol 2-5 opcode) or a torch zip archive, and not a safetensors header."""
+    with open(file, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < file.stat().st_size:
+        return False
+    return (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or head[:2] == b"PK"
+
+
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    if _is_pickle(file):
+        raise ValueError(f"{file} is a pickle or torch zip archive, not safetensors; visae refuses pickles")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{file} is not a readable safetensors file: {err}") from err
+
+
+def check_tensors(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse missing keys, shapes that disagree with cfg.json, and non-finite weights."""
+    shapes = expected_shapes(cfg)
+    missing = [k for k in shapes if k not in tensors]
+    if missing:
+        raise ValueError(f"{source} lacks tensor(s) {', '.join(missing)} needed by a {cfg['architecture']} SAE")
+    for key, shape in shapes.items():
+        if tuple(tensors[key].shape) != shape:
+            raise ValueError(
+                f"{source}: {key} has shape {list(tensors[key].shape)} but cfg.json (d_in={cfg['d_in']}, "
+                f"d_sae={cfg['d_sae']}) needs {list(shape)}"
+            )
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            if key == "threshold" and not bool(torch.isnan(tensor).any()):
+                continue
+            raise ValueError(f"{source}: {key} holds NaN or infinite values; the weights are corrupt")
+
+
+def _torch_dtype(name: str, source: str) -> torch.dtype:
+    dtype = getattr(torch, str(name).replace("torch.", ""), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{source}: dtype {name!r} is not a floating-point torch dtype")
+    return dtype
+
+
