@@ -1,0 +1,300 @@
+"""The dictionaries a service instance serves: an SAE, its evaluation results, and cached views of both.
+
+Everything here reads precomputed results (`eval.results.EvalResults`) and the SAE weights (safetensors);
+nothing heavy is recomputed per request, and derived views are memoised."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.results import EvalResults
+from sae import SAE
+
+DICTIONARY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LABEL_COLUMNS = ("text_label", "best_factor", "top_label")
+SUMMARY_FIGURES = ("fvu", "mse", "cosine", "l0", "dead_fraction", "dense_10", "dense_1", "coverage_0_9", "n_tokens")
+MAX_LABELS = 500
+
+
+def slug(text: str) -> str:
+    """A dictionary id made from a folder name: URL-safe, never a path."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "dictionary"
+    return cleaned[:128]
+
+
+@dataclass(eq=False)  # identity hashing: the lru_caches below key on the instance
+class Dictionary:
+    """One served SAE with its evaluation results."""
+
+    id: str
+    path: Path
+    sae: SAE
+    results: EvalResults
+    cfg: dict
+
+    @classmethod
+    def load(cls, dictionary_id: str, path: Path) -> Dictionary:
+        results = EvalResults.load(path)
+        cfg = json.loads((path / "cfg.json").read_text())
+        sae = SAE.load(path).eval()
+        if results.n_features != sae.cfg.d_sae:
+            raise ValueError(
+                f"{path}: eval results describe {results.n_features} latents but the SAE has {sae.cfg.d_sae}; "
+                f"re-run `visae eval {path} --store STORE`"
+            )
+        return cls(id=dictionary_id, path=path, sae=sae, results=results, cfg=cfg)
+
+    # -- summary -------------------------------------------------------------------------------------------
+    def _meta(self, key: str, *cfg_keys: str) -> str | None:
+        summary = self.results.summary
+        if summary.get(key) is not None:
+            return summary[key]
+        metadata = self.cfg.get("metadata", {}) or {}
+        return next((metadata[k] for k in cfg_keys if metadata.get(k) is not None), None)
+
+    @property
+    def model(self) -> str | None:
+        return self._meta("model", "model_name")
+
+    @property
+    def hook(self) -> str | None:
+        return self._meta("hook", "hook_name")
+
+    @property
+    def token_kind(self) -> str:
+        return self._meta("token_kind", "token_kind") or "all"
+
+    @property
+    def n_features(self) -> int:
+        return self.results.n_features
+
+    @property
+    def is_mlp_hidden(self) -> bool:
+        return bool(self.hook) and self.hook.endswith("mlp_hidden")
+
+    def summary(self) -> dict:
+        figures = {k: self.results.summary.get(k) for k in SUMMARY_FIGURES}
+        return {
+            "id": self.id,
+            "name": self.path.name,
+            "model": self.model,
+            "hook": self.hook,
+            "token_kind": self.token_kind,
+            "architecture": self.cfg.get("architecture"),
+            "d_in": self.cfg.get("d_in"),
+            "d_sae": self.n_features,
+            "k": self.cfg.get("k"),
+            **figures,
+            "links": {"page": f"/d/{self.id}", "json": f"/api/dictionaries/{self.id}"},
+        }
+
+    def details(self) -> dict:
+        return {
+            **self.summary(),
+            "freq_hist": self.results.summary.get("freq_hist"),
+            "downstream": self.results.summary.get("downstream"),
+            "metric_definitions": self.results.summary.get("metric_definitions"),
+            "store": self.results.summary.get("store"),
+            "sort_columns": self.sort_columns,
+            "labels": self.labels,
+        }
+
+    # -- feature browser -----------------------------------------------------------------------------------
+    @cached_property
+    def sort_columns(self) -> list[str]:
+        frame = self.results.features
+        return [c for c in frame.columns if frame[c].dtype.kind in "iuf"]
+
+    @cached_property
+    def _label_text(self) -> list[str]:
+        """Per feature, its labels joined, lower-cased, for text search."""
+        frame = self.results.features
+        columns = [c for c in LABEL_COLUMNS if c in frame.columns]
+        return [" | ".join(str(v) for v in vals if _present(v)).lower()
+                for vals in zip(*(frame[c].tolist() for c in columns))] if columns else [""] * len(frame)
+
+    @cached_property
+    def labels(self) -> list[str]:
+        """Distinct label values (most common first) for the label filter."""
+        frame = self.results.features
+        counts: dict[str, int] = {}
+        for column in (c for c in LABEL_COLUMNS if c in frame.columns):
+            for value in frame[column].tolist():
+                if _present(value):
+                    counts[str(value)] = counts.get(str(value), 0) + 1
+        return sorted(counts, key=lambda v: (-counts[v], v))[:MAX_LABELS]
+
+    @cached_property
+    def _label_sets(self) -> list[frozenset[str]]:
+        frame = self.results.features
+        columns = [c for c in LABEL_COLUMNS if c in frame.columns]
+        rows = zip(*(frame[c].tolist() for c in columns)) if columns else ([] for _ in range(len(frame)))
+        return [frozenset(str(v) for v in vals if _present(v)) for vals in rows]
+
+    @lru_cache(maxsize=64)
+    def _order(self, sort: str, descending: bool) -> tuple[int, ...]:
+        frame = self.results.features
+        ordered = frame.sort_values(sort, ascending=not descending, na_position="last", kind="stable")
+        return tuple(int(i) for i in ordered.index)
+
+    def browse(self, sort: str, descending: bool, label: str | None, query: str | None,
+               offset: int, limit: int) -> dict:
+        if sort not in self.sort_columns:
+            raise ValueError(f"cannot sort by {sort!r}; choose one of: {', '.join(self.sort_columns)}")
+        order = self._order(sort, descending)
+        if label:
+            order = tuple(i for i in order if label in self._label_sets[i])
+        if query:
+            needle = query.lower()
+            order = tuple(i for i in order if needle in self._label_text[i])
+        page = order[offset:offset + limit]
+        return {
+            "dictionary": self.id,
+            "sort": sort,
+            "order": "desc" if descending else "asc",
+            "label": label,
+            "q": query,
+            "total": len(order),
+            "offset": offset,
+            "limit": limit,
+            "features": [self.feature_row(i) for i in page],
+        }
+
+    @lru_cache(maxsize=65536)
+    def feature_row(self, feature: int) -> dict:
+        view = self.results.feature(feature)
+        first = next((i for i in view.top_images.tolist() if i >= 0), None)
+        return {**view.row, "feature": feature, "page": f"/d/{self.id}/features/{feature}",
+                "preview": None if first is None else f"/api/dictionaries/{self.id}/features/{feature}/top/0.png"}
+
+    # -- one feature -----------------------------------------------------------------------------------------
+    def check_feature(self, feature: int) -> None:
+        if not 0 <= feature < self.n_features:
+            raise IndexError(f"feature {feature} does not exist; {self.id} has features 0..{self.n_features - 1}")
+
+    @lru_cache(maxsize=4096)
+    def feature_detail(self, feature: int) -> dict:
+        self.check_feature(feature)
+        view = self.results.feature(feature)
+        hist = self.results.summary.get("freq_hist")
+        return {
+            "dictionary": self.id,
+            "feature": feature,
+            "scores": view.row,
+            "labels": {c: view.row.get(c) for c in LABEL_COLUMNS if c in view.row},
+            "top": self._examples(view, "top"),
+            "quantiles": self._examples(view, "quantile"),
+            "frequency": {"freq": view.row.get("freq"), "log10_freq": view.row.get("log10_freq"),
+                          "histogram": hist},
+            "similar": self.similar(feature),
+            "top_neurons": self.top_neurons(feature) if self.is_mlp_hidden else None,
+            "links": {"page": f"/d/{self.id}/features/{feature}",
+                      "json": f"/api/dictionaries/{self.id}/features/{feature}"},
+        }
+
+    def _examples(self, view, which: str) -> list[dict]:
+        images = view.top_images if which == "top" else view.quantile_images
+        acts = view.top_acts if which == "top" else view.quantile_acts
+        return [{"slot": slot, "image": int(image), "activation": float(act),
+                 "heatmap_png": f"/api/dictionaries/{self.id}/features/{view.feature}/{which}/{slot}.png",
+                 "image_png": f"/api/dictionaries/{self.id}/images/{int(image)}.png"}
+                for slot, (image, act) in enumerate(zip(images.tolist(), acts.tolist())) if image >= 0]
+
+    def example(self, feature: int, which: str, slot: int) -> tuple[int, np.ndarray, float]:
+        """(image index, heatmap, colour scale) of one top/quantile example."""
+        self.check_feature(feature)
+        view = self.results.feature(feature)
+        examples = view.examples(which)
+        if not 0 <= slot < len(examples):
+            raise IndexError(f"feature {feature} has {len(examples)} {which} examples; slot {slot} does not exist")
+        image, _, heat = examples[slot]
+        scale = float(view.top_acts.max()) if (view.top_images >= 0).any() else 0.0
+        return image, np.asarray(heat, dtype=np.float32), max(scale, float(np.max(heat)), 1e-12)
+
+    @cached_property
+    def _unit_decoder(self) -> torch.Tensor:
+        with torch.no_grad():
+            weights = self.sae.W_dec.detach().float()
+            return weights / weights.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def similar(self, feature: int, n: int = 12) -> list[dict]:
+        """The features whose decoder directions are closest to this one's (cosine)."""
+        with torch.no_grad():
+            cosine = self._unit_decoder @ self._unit_decoder[feature]
+            cosine[feature] = -2.0
+            values, indices = cosine.topk(min(n, self.n_features - 1))
+        return [{"feature": int(i), "cosine": round(float(v), 4), "label": self.short_label(int(i)),
+                 "page": f"/d/{self.id}/features/{int(i)}"} for v, i in zip(values, indices)]
+
+    def top_neurons(self, feature: int, n: int = 12) -> list[dict]:
+        """For mlp_hidden dictionaries: the MLP neurons this feature's decoder row writes to most."""
+        with torch.no_grad():
+            row = self.sae.W_dec[feature].detach().float()
+            values, indices = row.abs().topk(min(n, row.numel()))
+        return [{"neuron": int(i), "weight": round(float(row[i]), 5)} for i in indices]
+
+    def short_label(self, feature: int) -> str | None:
+        row = self.results.features.iloc[feature]
+        return next((str(row[c]) for c in LABEL_COLUMNS if c in row.index and _present(row[c])), None)
+
+    # -- images ----------------------------------------------------------------------------------------------
+    @cached_property
+    def image_indices(self) -> tuple[int, ...]:
+        """Store images that have an evaluation thumbnail (those referenced by top/quantile examples)."""
+        top = self.results.top
+        referenced = np.unique(np.concatenate([top["top_images"].ravel(), top["quantile_images"].ravel()]))
+        return tuple(int(i) for i in referenced if i >= 0 and self.results.thumb_path(int(i)).is_file())
+
+    def thumb_path(self, image: int) -> Path:
+        if image not in set(self.image_indices):
+            raise IndexError(f"image {image} has no thumbnail in {self.id}; list them at "
+                             f"/api/dictionaries/{self.id}/images")
+        return self.results.thumb_path(image)
+
+
+def _present(value) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float) and np.isnan(value):
+        return False
+    return str(value) not in ("", "-1", "None", "nan")
+
+
+class Catalog:
+    """Dictionaries by id. Ids are matched against a fixed set, never used as paths."""
+
+    def __init__(self, dictionaries: list[Dictionary]):
+        if not dictionaries:
+            raise ValueError("no dictionaries to serve; pass SAE folders that have eval results")
+        self._by_id = {d.id: d for d in dictionaries}
+
+    @classmethod
+    def load(cls, located: list[tuple[str, Path]]) -> Catalog:
+        """Load (name, folder) pairs; names become unique URL-safe ids."""
+        dictionaries, used = [], set()
+        for name, path in located:
+            base = slug(name)
+            dictionary_id, n = base, 2
+            while dictionary_id in used:
+                dictionary_id, n = f"{base}-{n}", n + 1
+            used.add(dictionary_id)
+            dictionaries.append(Dictionary.load(dictionary_id, path))
+        return cls(dictionaries)
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, dictionary_id: str) -> Dictionary:
+        if not DICTIONARY_ID.match(dictionary_id) or dictionary_id not in self._by_id:
+            raise KeyError(f"no dictionary {dictionary_id!r}; served: {', '.join(self._by_id)}")
+        return self._by_id[dictionary_id]

@@ -1,0 +1,100 @@
+"""Encoding one image with a served dictionary: the model's activation at the dictionary's hook, through the SAE,
+summarised as the image's top features with patch heatmaps and each patch's own top features."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from activation_store.models import VisionModel, load_model
+from service.catalog import Dictionary
+from service.errors import ApiError
+
+TOP_FEATURES = 16
+PATCH_TOP = 3
+
+_models: dict[str, tuple[VisionModel, threading.Lock]] = {}
+_models_lock = threading.Lock()
+
+
+def model_for(dictionary: Dictionary) -> tuple[VisionModel, threading.Lock]:
+    """The dictionary's vision model, loaded once per spec and shared, with the lock that serialises its
+    forward passes (capture hooks are attached to the shared module during a pass)."""
+    spec = dictionary.model
+    if not spec:
+        raise ApiError(409, "no_model", f"{dictionary.id} does not record its model spec, so images cannot be encoded")
+    with _models_lock:
+        if spec not in _models:
+            try:
+                _models[spec] = (load_model(spec), threading.Lock())
+            except Exception as err:
+                raise ApiError(503, "model_unavailable",
+                               f"the model {spec!r} could not be loaded ({err}); encoding needs its weights "
+                               "locally (library cache or the shipped toy model)") from None
+        return _models[spec]
+
+
+@dataclass
+class Encoding:
+    pixels: np.ndarray  # uint8 [H, W, 3]: the preprocessed image the model saw
+    image_acts: np.ndarray  # float32 [d_sae]: max over the dictionary's tokens
+    patch_acts: np.ndarray | None  # float32 [rows, cols, d_sae], None when the dictionary is not over patches
+
+
+def encode_image(dictionary: Dictionary, image: Image.Image) -> Encoding:
+    model, lock = model_for(dictionary)
+    shown = model.preprocess.resize_crop(image.convert("RGB"))
+    pixels = model.preprocess(image.convert("RGB"))
+    hook = model.canonical(dictionary.hook)
+    layout = model.layout
+    with lock, torch.no_grad():
+        acts = model.run_with_cache(pixels[None], [hook])[hook][0].float()
+        codes = dictionary.sae.encode(acts.to(dictionary.sae.W_dec.dtype)).float()
+    kind = dictionary.token_kind
+    kept = torch.as_tensor(layout.indices(kind), dtype=torch.long)
+    image_acts = codes[kept].amax(dim=0).numpy()
+    patch_acts = None
+    if kind in ("patches", "all") and layout.grid[0] * layout.grid[1] > 0:
+        rows, cols = layout.grid
+        patch_acts = codes[torch.as_tensor(layout.indices("patches"))].reshape(rows, cols, -1).numpy()
+    return Encoding(pixels=np.asarray(shown.convert("RGB"), dtype=np.uint8), image_acts=image_acts, patch_acts=patch_acts)
+
+
+def encoding_json(dictionary: Dictionary, encoding: Encoding, source: dict) -> dict:
+    """The encode answer: top features (with per-patch heatmaps) and each patch's top features."""
+    acts = encoding.image_acts
+    order = [int(i) for i in np.argsort(-acts, kind="stable")[:TOP_FEATURES] if acts[i] > 0]
+    patches = encoding.patch_acts
+    top = [{"feature": f, "activation": round(float(acts[f]), 5), "label": dictionary.short_label(f),
+            "page": f"/d/{dictionary.id}/features/{f}",
+            "heatmap": None if patches is None else np.round(patches[..., f], 4).tolist()} for f in order]
+    return {
+        "dictionary": dictionary.id,
+        "source": source,
+        "token_kind": dictionary.token_kind,
+        "image": _data_url(encoding.pixels),
+        "size": list(encoding.pixels.shape[:2]),
+        "grid": None if patches is None else list(patches.shape[:2]),
+        "n_active": int((acts > 0).sum()),
+        "top_features": top,
+        "patches": None if patches is None else _patch_tops(dictionary, patches),
+    }
+
+
+def _patch_tops(dictionary: Dictionary, patches: np.ndarray) -> list[list[list[dict]]]:
+    rows, cols, _ = patches.shape
+    best = np.argsort(-patches, axis=-1, kind="stable")[..., :PATCH_TOP]
+    return [[[{"feature": int(f), "activation": round(float(patches[r, c, f]), 4)}
+              for f in best[r, c] if patches[r, c, f] > 0] for c in range(cols)] for r in range(rows)]
+
+
+def _data_url(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

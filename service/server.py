@@ -1,0 +1,46 @@
+"""`serve(paths, host, port)`: run the dictionary service with uvicorn (used by `visae serve` and the quickstart)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import uvicorn
+
+from service.app import create_app
+from service.catalog import Catalog
+from service.locate import locate
+from service.uploads import UploadLimits
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8321
+
+
+def build_app(paths: list[str], limits: UploadLimits = UploadLimits()):
+    """The app serving every evaluated dictionary that `paths` name (folders, hub releases, org/name repos)."""
+    if not paths:
+        raise ValueError("name at least one dictionary: an SAE folder, a folder of them, or a hub release/repo id")
+    located = [pair for spec in paths for pair in locate(spec)]
+    return create_app(Catalog.load(located), limits)
+
+
+def url_for(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else ("localhost" if host == "::" else host)
+    return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+
+def serve(paths: list[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          limits: UploadLimits = UploadLimits()) -> None:
+    """Serve until interrupted. Binds loopback unless another `host` is asked for explicitly."""
+    app = build_app(paths, limits)
+    if not _is_loopback(host):
+        print(f"visae serve: warning: listening on {host}, reachable from other machines", flush=True)
+    print(f"visae serve: {len(app.state.catalog)} dictionar{'y' if len(app.state.catalog) == 1 else 'ies'} "
+          f"at {url_for(host, port)}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

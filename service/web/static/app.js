@@ -1,0 +1,262 @@
+// visae web UI: plain JavaScript over the JSON API (/api/...). No external resources.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const fmt = (v, digits = 3) =>
+  v === null || v === undefined ? "–" : typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits)) : String(v);
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== null && v !== undefined) node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function showError(message) {
+  const box = $("#error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
+async function api(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `request failed (${response.status})`;
+    showError(message);
+    throw new Error(message);
+  }
+  return body;
+}
+
+function crumbs(parts) {
+  const nav = $("#crumbs");
+  for (const [text, href] of parts) {
+    nav.append(" / ", href ? el("a", { href, text }) : el("span", { text }));
+  }
+}
+
+function setApiLink(url) {
+  $("#api-link").href = url;
+  $("#api-link").textContent = "JSON";
+}
+
+function figures(container, items) {
+  container.replaceChildren(
+    ...items.map(([name, value]) => el("div", { class: "figure" }, el("span", { class: "value", text: fmt(value) }), el("span", { class: "name", text: name })))
+  );
+}
+
+const pathParts = () => location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+const ready = () => document.body.setAttribute("data-ready", "true");
+
+// ---- dictionary list ---------------------------------------------------------------------------------
+async function indexPage() {
+  setApiLink("/api/dictionaries");
+  const data = await api("/api/dictionaries");
+  $("#dictionaries tbody").replaceChildren(
+    ...data.dictionaries.map((d) =>
+      el("tr", {},
+        el("td", {}, el("a", { href: d.links.page, text: d.id })),
+        el("td", { text: fmt(d.model) }), el("td", { text: fmt(d.hook) }), el("td", { text: fmt(d.token_kind) }),
+        el("td", { text: fmt(d.d_sae) }), el("td", { text: fmt(d.fvu) }), el("td", { text: fmt(d.l0, 1) }),
+        el("td", { text: fmt(d.dead_fraction) }),
+        el("td", {}, el("a", { href: `/d/${d.id}/encode`, text: "encode" }))))
+  );
+  ready();
+}
+
+// ---- feature browser ---------------------------------------------------------------------------------
+async function dictionaryPage() {
+  const [, id] = pathParts();
+  crumbs([[id, null]]);
+  setApiLink(`/api/dictionaries/${id}/features`);
+  const info = await api(`/api/dictionaries/${id}`);
+  $("#title").textContent = `${id}: features`;
+  $("#encode-link").href = `/d/${id}/encode`;
+  figures($("#summary"), [["model", info.model], ["hook", info.hook], ["tokens", info.token_kind], ["latents", info.d_sae],
+    ["FVU", info.fvu], ["L0", info.l0], ["dead", info.dead_fraction], ["coverage@0.9", info.coverage_0_9]]);
+  const params = new URLSearchParams(location.search);
+  $("#sort").replaceChildren(...info.sort_columns.map((c) => el("option", { value: c, text: c })));
+  $("#sort").value = params.get("sort") || "rank";
+  $("#order").value = params.get("order") || "";
+  $("#label").append(...info.labels.map((l) => el("option", { value: l, text: l })));
+  $("#label").value = params.get("label") || "";
+  $("#q").value = params.get("q") || "";
+  let offset = Number(params.get("offset") || 0);
+  const limit = 48;
+
+  async function load() {
+    const query = new URLSearchParams({ sort: $("#sort").value, offset, limit });
+    for (const key of ["order", "label", "q"]) if ($("#" + key).value) query.set(key, $("#" + key).value);
+    history.replaceState(null, "", `?${query}`);
+    const data = await api(`/api/dictionaries/${id}/features?${query}`);
+    $("#count").textContent = `${data.total} features · showing ${data.total ? offset + 1 : 0}–${offset + data.features.length}`;
+    $("#features").replaceChildren(...data.features.map((f) => featureCard(f, data.sort)));
+    $("#prev").disabled = offset === 0;
+    $("#next").disabled = offset + limit >= data.total;
+    ready();
+  }
+  const reload = () => { offset = 0; load(); };
+  $("#filters").addEventListener("change", reload);
+  $("#filters").addEventListener("submit", (e) => { e.preventDefault(); reload(); });
+  let timer;
+  $("#q").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(reload, 250); });
+  $("#prev").addEventListener("click", () => { offset = Math.max(0, offset - limit); load(); });
+  $("#next").addEventListener("click", () => { offset += limit; load(); });
+  await load();
+}
+
+function featureCard(f, sort) {
+  const label = f.text_label || f.best_factor || (f.top_label !== null && f.top_label !== undefined && f.top_label !== -1 ? f.top_label : "");
+  return el("a", { class: "feature-card", href: f.page },
+    f.preview ? el("img", { src: f.preview, alt: `feature ${f.feature}`, loading: "lazy" }) : el("div", { class: "no-image", text: "never fired" }),
+    el("div", { class: "card-title", text: `#${f.feature}` }),
+    el("div", { class: "card-label", text: String(label) }),
+    el("div", { class: "muted", text: `${sort} ${fmt(f[sort])} · freq ${fmt(f.freq, 4)}` }));
+}
+
+// ---- one feature -------------------------------------------------------------------------------------
+async function featurePage() {
+  const [, id, , feature] = pathParts();
+  crumbs([[id, `/d/${id}`], [`feature ${feature}`, null]]);
+  setApiLink(`/api/dictionaries/${id}/features/${feature}`);
+  const data = await api(`/api/dictionaries/${id}/features/${feature}`);
+  const s = data.scores;
+  $("#title").textContent = `${id} · feature ${feature}`;
+  figures($("#scores"), [["rank", s.rank], ["score", s.score], ["freq", s.freq], ["max act", s.max_act], ["mean act", s.mean_act],
+    ["purity", s.purity], ["label entropy", s.label_entropy], ["monosemanticity", s.monosemanticity], ["best AUROC", s.best_auroc],
+    ...Object.entries(data.labels).map(([k, v]) => [k.replace("_", " "), v])]);
+  const tile = (x, title) => el("figure", {}, el("img", { src: x.heatmap_png, alt: `image ${x.image}`, title }),
+    el("figcaption", { text: `${fmt(x.activation)} · img ${x.image}` }));
+  $("#top").replaceChildren(...data.top.map((x) => tile(x, `top ${x.slot + 1}`)));
+  if (!data.top.length) $("#top").append(el("p", { class: "muted", text: "this feature never fired on the evaluation set" }));
+  $("#quantiles").replaceChildren(...data.quantiles.map((x) => tile(x, `quantile sample ${x.slot + 1}`)));
+  histogram($("#histogram"), data.frequency);
+  $("#similar").replaceChildren(...data.similar.map((x) =>
+    el("li", {}, el("a", { href: x.page, text: `#${x.feature}` }), ` cos ${fmt(x.cosine)} `, el("span", { class: "muted", text: x.label || "" }))));
+  if (data.top_neurons) {
+    $("#neurons-section").hidden = false;
+    $("#neurons").replaceChildren(...data.top_neurons.map((n) => el("li", { text: `neuron ${n.neuron}: ${fmt(n.weight, 4)}` })));
+  }
+  await Promise.all([...document.querySelectorAll("#top img")].map((img) => img.decode().catch(() => null)));
+  ready();
+}
+
+function histogram(container, frequency) {
+  const hist = frequency.histogram;
+  if (!hist || !hist.counts || !hist.counts.length) { container.textContent = `frequency ${fmt(frequency.freq, 5)}`; return; }
+  const W = 360, H = 140, pad = 24;
+  const max = Math.max(...hist.counts, 1);
+  const lo = hist.edges[0], hi = hist.edges[hist.edges.length - 1];
+  const x = (v) => pad + ((v - lo) / (hi - lo || 1)) * (W - 2 * pad);
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("class", "histogram");
+  const add = (tag, attrs) => { const n = document.createElementNS(ns, tag); for (const k in attrs) n.setAttribute(k, attrs[k]); svg.append(n); return n; };
+  hist.counts.forEach((c, i) => {
+    const h = (c / max) * (H - 2 * pad);
+    add("rect", { x: x(hist.edges[i]), y: H - pad - h, width: Math.max(1, x(hist.edges[i + 1]) - x(hist.edges[i]) - 1), height: h, class: "bar" });
+  });
+  add("text", { x: pad, y: H - 6, class: "axis" }).textContent = `log10 freq ${fmt(lo, 1)}`;
+  add("text", { x: W - pad, y: H - 6, class: "axis", "text-anchor": "end" }).textContent = fmt(hi, 1);
+  if (frequency.log10_freq !== null && frequency.log10_freq !== undefined) {
+    const fx = x(Math.min(hi, Math.max(lo, frequency.log10_freq)));
+    add("line", { x1: fx, x2: fx, y1: pad / 2, y2: H - pad, class: "marker" });
+    add("text", { x: fx, y: pad / 2 - 2, class: "axis", "text-anchor": "middle" }).textContent = `this feature ${fmt(frequency.log10_freq, 2)}`;
+  }
+  container.replaceChildren(svg);
+}
+
+// ---- encode --------------------------------------------------------------------------------------------
+async function encodePage() {
+  const [, id] = pathParts();
+  crumbs([[id, `/d/${id}`], ["encode", null]]);
+  setApiLink("/docs#/encode");
+  $("#upload").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const file = $("#file").files[0];
+    if (!file) { showError("choose an image file first"); return; }
+    const form = new FormData();
+    form.append("file", file);
+    showEncoding(id, await api(`/api/dictionaries/${id}/encode`, { method: "POST", body: form }));
+  });
+  const images = await api(`/api/dictionaries/${id}/images?limit=60`);
+  $("#store").replaceChildren(...images.images.map((im) =>
+    el("button", { type: "button", class: "pick", title: `encode store image ${im.image}`,
+      onclick: async () => showEncoding(id, await api(im.encode)) },
+      el("img", { src: im.image_png, alt: `store image ${im.image}` }))));
+  ready();
+}
+
+function showEncoding(id, data) {
+  $("#error").hidden = true;
+  $("#result").hidden = false;
+  const canvas = $("#canvas");
+  const picture = new Image();
+  let selected = data.top_features.length ? data.top_features[0] : null;
+  let pinned = null;
+
+  function draw() {
+    const ctx = canvas.getContext("2d");
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(picture, 0, 0, canvas.width, canvas.height);
+    if (selected && selected.heatmap) {
+      const [rows, cols] = data.grid;
+      const max = Math.max(...selected.heatmap.flat(), 1e-9);
+      const cw = canvas.width / cols, ch = canvas.height / rows;
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
+        const v = selected.heatmap[r][c] / max;
+        if (v <= 0) continue;
+        ctx.fillStyle = `rgba(255, ${Math.round(200 - 160 * v)}, 0, ${0.15 + 0.55 * v})`;
+        ctx.fillRect(c * cw, r * ch, cw, ch);
+      }
+      canvas.setAttribute("data-heatmap", String(selected.feature));
+    }
+    if (pinned) {
+      ctx.strokeStyle = "#0af"; ctx.lineWidth = 2;
+      const [rows, cols] = data.grid;
+      ctx.strokeRect(pinned[1] * canvas.width / cols, pinned[0] * canvas.height / rows, canvas.width / cols, canvas.height / rows);
+    }
+  }
+
+  function patchAt(event) {
+    if (!data.grid) return null;
+    const box = canvas.getBoundingClientRect();
+    const [rows, cols] = data.grid;
+    const r = Math.min(rows - 1, Math.floor(((event.clientY - box.top) / box.height) * rows));
+    const c = Math.min(cols - 1, Math.floor(((event.clientX - box.left) / box.width) * cols));
+    return [r, c];
+  }
+
+  function describePatch(rc) {
+    if (!rc) return;
+    const tops = data.patches[rc[0]][rc[1]];
+    $("#patch-info").replaceChildren(`patch (${rc[0]}, ${rc[1]}): `,
+      ...(tops.length ? tops.flatMap((t) => [el("a", { href: `/d/${id}/features/${t.feature}`, text: `#${t.feature}` }), ` ${fmt(t.activation)}  `])
+        : ["no feature fires here"]));
+  }
+
+  canvas.onmousemove = (e) => { if (!pinned) describePatch(patchAt(e)); };
+  canvas.onclick = (e) => { const rc = patchAt(e); pinned = pinned && rc && pinned[0] === rc[0] && pinned[1] === rc[1] ? null : rc; describePatch(rc); draw(); };
+  if (!data.grid) $("#patch-info").textContent = `this dictionary reads ${data.token_kind} tokens: no per-patch map`;
+
+  $("#encoded").replaceChildren(...data.top_features.map((f) => {
+    const item = el("li", { class: "encoded-feature", tabindex: "0" },
+      el("a", { href: f.page, text: `#${f.feature}` }), ` ${fmt(f.activation)} `, el("span", { class: "muted", text: f.label || "" }));
+    item.addEventListener("mouseenter", () => { selected = f; draw(); });
+    item.addEventListener("focus", () => { selected = f; draw(); });
+    return item;
+  }));
+  if (!data.top_features.length) $("#encoded").append(el("li", { class: "muted", text: "no feature fires on this image" }));
+  picture.onload = () => { draw(); document.body.setAttribute("data-encoded", "true"); };
+  picture.src = data.image;
+}
+
+const pages = { index: indexPage, dictionary: dictionaryPage, feature: featurePage, encode: encodePage };
+pages[document.body.dataset.page]().catch((err) => showError(err.message));
