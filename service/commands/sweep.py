@@ -1,0 +1,26 @@
+"""`visae sweep SWEEP.yaml [--set key=value ...]`: a grid of SAEs trained in one pass over the data."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep", help="train a grid of SAEs in one pass over a store",
+        description="Train every SAE of a grid (architecture, k / sparsity coefficient, width, LR) on one store "
+                    "and hook in a single pass over the data. Fields: training.sweep.SweepConfig (a TrainConfig "
+                    "plus `grid`). Under `torchrun --nproc_per_node=N` the SAEs are sharded across ranks.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("config", help="sweep YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set 'grid.k=[16,32,64]' (repeatable)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.sweep import load_sweep_config, sweep
+
+    out = sweep(load_sweep_config(args.config, args.overrides))
+    print(out)
+    return 0

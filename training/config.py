@@ -1,0 +1,159 @@
+"""Typed training configuration, loaded from YAML with `key=value` overrides (omegaconf).
+
+Fields left at `None` take the recipe defaults of design.md §6 for the chosen architecture; see
+`resolve_defaults`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
+DTYPES = ("float32", "bfloat16")
+WANDB_MODES = ("offline", "online", "disabled")
+
+# Base learning rate at 2^14 latents; the LR scales as (2^14 / d_sae) ** 0.5 (design.md §6).
+BASE_LR = {"standard": 5e-5, "jumprelu": 2e-4, "topk": 2e-4, "batchtopk": 2e-4, "matryoshka_batchtopk": 2e-4}
+BASE_WIDTH = 2**14
+# Share of the run over which the sparsity coefficient ramps up from 0 (only penalty-based architectures).
+SPARSITY_WARMUP = {"standard": 0.05, "jumprelu": 0.05, "topk": 0.0, "batchtopk": 0.0, "matryoshka_batchtopk": 0.0}
+ADAM_BETAS = {"jumprelu": (0.0, 0.999)}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one SAE training run needs. `None` means "recipe default" (see `resolve_defaults`)."""
+
+    # data
+    store: str = MISSING  # path or s3:// URL of an activation store
+    hook: str = MISSING  # hook point inside the store, e.g. blocks.-2.resid_post
+    tokens: str = "all"  # token kind: all, cls, registers, patches
+    # dictionary
+    architecture: str = "topk"
+    expansion_factor: float = 16.0
+    d_sae: int | None = None  # absolute width; overrides expansion_factor
+    k: int = 32  # TopK family
+    sparsity_coefficient: float | None = None  # L1 (standard) or L0 (jumprelu) coefficient; None = SAE default
+    sae_params: dict[str, Any] = field(default_factory=dict)  # further SAEConfig fields (aux coefficients, ...)
+    # budget and optimisation
+    total_tokens: int = 50_000_000
+    batch_size: int = 4096
+    lr: float | None = None  # None = BASE_LR[architecture] * (2^14 / d_sae) ** 0.5
+    lr_warmup_steps: int = 1000
+    lr_warmup_max_fraction: float = 0.05  # short runs warm up over at most this share of their steps
+    lr_decay_fraction: float = 0.2  # linear decay to 0 over the final share of steps
+    sparsity_warmup_fraction: float | None = None  # None = SPARSITY_WARMUP[architecture]
+    adam_betas: list[float] | None = None  # None = ADAM_BETAS.get(architecture, (0.9, 0.999))
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    dead_after_tokens: int = 10_000_000  # a latent is dead after this many tokens without firing ...
+    dead_max_fraction: float = 0.1  # ... or this share of the budget, whichever is smaller
+    seed: int = 0
+    # runtime
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    dtype: str = "float32"  # float32, or bfloat16 autocast (GPU)
+    # bookkeeping
+    out_dir: str = "runs"
+    run_name: str | None = None  # None = derived from hook, architecture, k and width
+    log_every_steps: int = 50
+    eval_every_steps: int = 500  # inference-mode FVU/L0 on the next (unseen) batch
+    checkpoint_every_steps: int = 500
+    eval_tokens: int = 2**18  # tokens for the closing summary (FVU, L0, dead fraction) in the metadata
+    wandb_mode: str = "offline"  # offline, online, disabled; the WANDB_MODE environment variable wins
+    wandb_project: str = "visae"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / (self.run_name or default_run_name(self))
+
+
+def default_run_name(cfg: TrainConfig) -> str:
+    width = f"n{cfg.d_sae}" if cfg.d_sae else f"x{cfg.expansion_factor:g}"
+    sparsity = f"k{cfg.k}" if "topk" in cfg.architecture else f"c{cfg.sparsity_coefficient or 'default'}"
+    return f"{cfg.hook}-{cfg.tokens}-{cfg.architecture}-{sparsity}-{width}"
+
+
+def width(cfg: TrainConfig, d_in: int) -> int:
+    """The number of latents: `d_sae` when given, else `expansion_factor * d_in`."""
+    return int(cfg.d_sae) if cfg.d_sae else int(round(cfg.expansion_factor * d_in))
+
+
+def default_lr(architecture: str, d_sae: int) -> float:
+    return BASE_LR[architecture] * math.sqrt(BASE_WIDTH / d_sae)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Reject impossible settings with a message naming the field and the fix."""
+    from activation_store.layout import check_token_kind
+
+    check_token_kind(cfg.tokens)
+    _choice("architecture", cfg.architecture, ARCHITECTURES)
+    _choice("dtype", cfg.dtype, DTYPES)
+    _choice("wandb_mode", cfg.wandb_mode, WANDB_MODES)
+    positive = {"total_tokens": cfg.total_tokens, "batch_size": cfg.batch_size, "k": cfg.k,
+                "expansion_factor": cfg.expansion_factor, "log_every_steps": cfg.log_every_steps,
+                "eval_every_steps": cfg.eval_every_steps, "checkpoint_every_steps": cfg.checkpoint_every_steps,
+                "eval_tokens": cfg.eval_tokens}
+    for name, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if cfg.total_tokens < cfg.batch_size:
+        raise ValueError(f"total_tokens ({cfg.total_tokens}) is smaller than one batch ({cfg.batch_size}); "
+                         "raise total_tokens or lower batch_size")
+    if not 0 <= cfg.lr_decay_fraction <= 1:
+        raise ValueError(f"lr_decay_fraction must lie in [0, 1], got {cfg.lr_decay_fraction}")
+    if cfg.adam_betas is not None and len(cfg.adam_betas) != 2:
+        raise ValueError(f"adam_betas needs two numbers, e.g. [0.9, 0.999]; got {cfg.adam_betas}")
+    return cfg
+
+
+def resolve_defaults(cfg: TrainConfig, d_in: int) -> TrainConfig:
+    """A copy with every `None` recipe field filled in for this architecture and input width."""
+    d_sae = width(cfg, d_in)
+    return replace(
+        cfg,
+        d_sae=d_sae,
+        lr=cfg.lr if cfg.lr is not None else default_lr(cfg.architecture, d_sae),
+        sparsity_warmup_fraction=(cfg.sparsity_warmup_fraction if cfg.sparsity_warmup_fraction is not None
+                                  else SPARSITY_WARMUP[cfg.architecture]),
+        adam_betas=list(cfg.adam_betas if cfg.adam_betas is not None else ADAM_BETAS.get(cfg.architecture, (0.9, 0.999))),
+        run_name=cfg.run_name or default_run_name(cfg),
+    )
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+
+
+def load_structured(schema: type, path: str | os.PathLike | None = None, overrides: list[str] = ()):
+    """Merge `schema` defaults, a YAML file and `key=value` overrides into a typed dataclass instance."""
+    try:
+        merged = OmegaConf.structured(schema)
+        if path is not None:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        raise ValueError(f"bad {schema.__name__} ({path or 'overrides'}): {err}".splitlines()[0]) from err
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """A validated TrainConfig from a YAML file plus `key=value` overrides (`--set` on the command line)."""
+    return validate(load_structured(TrainConfig, path, overrides))
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def to_yaml(cfg) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,57 @@
+"""Token batches for training: the store's loader cut into fixed-size batches on the training device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from activation_store.loader import ActivationLoader
+from activation_store.store import ActivationStore
+
+
+def open_store(path: str, hook: str) -> ActivationStore:
+    store = ActivationStore.open(path)
+    if hook not in store.hooks:
+        raise ValueError(f"the store at {path} has no hook {hook!r}; it holds {', '.join(store.hooks)} "
+                         "(use the canonical name, e.g. blocks.4.resid_post, or harvest that hook)")
+    if not store.complete:
+        raise ValueError(f"the store at {path} is not complete; finish it by rerunning its harvest")
+    return store
+
+
+def mean_norm(loader: ActivationLoader) -> float:
+    """E‖x‖ over the store (cached in it); the SAE scales its inputs by √d / E‖x‖ (design.md §6)."""
+    norm = loader.stats()["mean_norm"]
+    if not norm > 0:
+        raise ValueError(f"the activations of {loader.hook} in {loader.store.path} are all zero; nothing to learn")
+    return norm
+
+
+class BatchStream:
+    """Endless full batches of raw activations on `device`, in float32 (the SAE applies its input scale).
+
+    The loader's last batch of an epoch can be short; it is skipped so every step sees exactly
+    `loader.batch_size` tokens (at most one batch per epoch and rank goes unused). The loader's own
+    state (epoch, position) is the stream's state, so checkpoints record `loader.state_dict()`.
+    """
+
+    def __init__(self, loader: ActivationLoader, device: torch.device):
+        self.loader, self.device = loader, device
+        self._batches = self._generate()
+
+    def _generate(self) -> Iterator[torch.Tensor]:
+        while True:
+            for x in self.loader:
+                if x.shape[0] == self.loader.batch_size:
+                    yield x.to(self.device, torch.float32, non_blocking=True)
+
+    def __next__(self) -> torch.Tensor:
+        return next(self._batches)
+
+    def __iter__(self):
+        return self
+
+    def close(self) -> None:
+        """Stop the loader's reader threads."""
+        self._batches.close()

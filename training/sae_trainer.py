@@ -1,0 +1,110 @@
+"""One SAE under training: its optimizer, LR schedule, dead-latent tracker and metric window.
+
+Both a single run (`training.trainer`) and a sweep (`training.sweep`, many of these on one batch
+stream) drive SAEs through this class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from sae import SAE, TrainState
+from training import distributed
+from training.dead_latents import DeadLatentTracker
+from training.metrics import ReconstructionSummary, StepMetrics, batch_fvu_parts
+from training.schedule import WarmupDecay, lr_scheduler, sparsity_scale
+
+
+class SAETrainer:
+    """Adam on one SAE with the recipe's schedule, clipping and dead-latent bookkeeping.
+
+    `data_parallel=True` all-reduces gradients (and the fired mask) over ranks: each rank holds its
+    own share of the global batch. Without it the SAE sees the whole batch on one rank (sweeps).
+    """
+
+    def __init__(self, sae: SAE, lr: float, betas: tuple[float, float], grad_clip: float, schedule: WarmupDecay,
+                 sparsity_warmup_fraction: float, dead_after: int, autocast_dtype: torch.dtype | None,
+                 data_parallel: bool = False):
+        self.sae = sae
+        self.params = [p for p in sae.parameters() if p.requires_grad]
+        device = self.params[0].device
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
+        self.scheduler = lr_scheduler(self.optimizer, schedule)
+        self.total_steps = schedule.total_steps
+        self.grad_clip = grad_clip
+        self.sparsity_warmup_fraction = sparsity_warmup_fraction
+        self.dead = DeadLatentTracker(sae.cfg.d_sae, dead_after, device)
+        self.autocast_dtype = autocast_dtype
+        self.data_parallel = data_parallel and distributed.world_size() > 1
+        self.metrics = StepMetrics()
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+    def step(self, x: torch.Tensor, step: int, share: float = 1.0, global_tokens: int | None = None) -> None:
+        """One optimizer step on batch `x` (this rank's `share` of a `global_tokens` batch under data parallel)."""
+        state = TrainState(sparsity_scale=sparsity_scale(step, self.total_steps, self.sparsity_warmup_fraction),
+                           dead_mask=self.dead.dead_mask, step=step)
+        self.sae.train()
+        with self._autocast(x.device):
+            out = self.sae.training_losses(x, state)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.total.backward()
+        fired = out.fired
+        if self.data_parallel:
+            fired = self._all_reduce(fired, share)
+        self.sae.after_backward()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
+                     if self.grad_clip > 0 else torch.zeros((), device=x.device))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.sae.after_step()
+        self.dead.update(fired, global_tokens or x.shape[0])
+        fvu_num, fvu_den = batch_fvu_parts(x, out.x_hat)
+        self.metrics.add({"loss": out.total, **{f"loss/{k}": v for k, v in out.parts.items()},
+                          "fvu_batch": fvu_num / fvu_den, "l0": torch.as_tensor(out.l0, device=x.device),
+                          "dead_fraction": self.dead.dead_fraction(), "grad_norm": grad_norm})
+
+    def _all_reduce(self, fired: torch.Tensor, share: float) -> torch.Tensor:
+        """Weighted gradient sum over ranks, with the fired masks OR-ed in the same collective."""
+        fired_f = fired.float()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        distributed.all_reduce_flat(grads, weight=share, extra=[fired_f])
+        return fired_f > 0
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        """Inference-mode FVU and L0 on a batch, plus each latent's firing frequency on it (syncs)."""
+        summary = ReconstructionSummary(x.shape[1], self.sae.cfg.d_sae)
+        self.sae.eval()
+        with self._autocast(x.device):
+            z = self.sae.encode(x)
+            x_hat = self.sae.decode(z)
+        self.sae.train()
+        summary.update(x, x_hat, z)
+        result = summary.result()
+        return {"eval/fvu": result["fvu"], "eval/l0": result["l0"]}, summary.freq()
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def state_dict(self) -> dict:
+        return {"sae": {k: v.cpu() for k, v in self.sae.state_dict().items()}, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "dead": self.dead.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sae.load_state_dict(state["sae"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.dead.load_state_dict(state["dead"])
+
+    def sync_buffers(self) -> None:
+        """Average floating buffers (e.g. BatchTopK's running threshold) over data-parallel ranks."""
+        if self.data_parallel:
+            for buf in self.sae.buffers():
+                if buf.is_floating_point():
+                    distributed.all_reduce_mean(buf)

@@ -1,0 +1,186 @@
+"""Sweeps: a grid of SAEs on one store and hook, trained in ONE pass over the data.
+
+One loader feeds every SAE; each SAE has its own optimizer, schedule and dead-latent tracker.
+Under torchrun the SAEs are sharded across ranks (largest first onto the least-loaded rank, any
+widths, any count): every rank reads a disjoint share of each batch, the shares are all-gathered,
+and each rank trains its own SAEs on the whole global batch, so a sharded sweep trains each SAE
+exactly as a single process would.
+
+Writes SWEEP_DIR/saes/<name>/ (one dictionary folder each), results.csv and frontier.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from activation_store.loader import ActivationLoader
+from sae import create_sae
+from training import distributed
+from training.config import TrainConfig, load_structured, resolve_defaults, to_yaml, validate
+from training.data import BatchStream, mean_norm, open_store
+from training.frontier import plot_frontier
+from training.logger import RunLogger
+from training.metrics import log10_freq
+from training.trainer import (CONFIG_FILE, build_trainer, evaluate_many, resolve_device, sae_config,
+                              store_metadata, training_metadata)
+
+TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
+RESULTS_FILE = "results.csv"
+FRONTIER_FILE = "frontier.png"
+
+
+@dataclass
+class SweepGrid:
+    """Values to cross. `k` applies to the TopK family, `sparsity_coefficient` to standard/jumprelu."""
+
+    architecture: list[str] = field(default_factory=lambda: ["topk"])
+    k: list[int] = field(default_factory=lambda: [32])
+    sparsity_coefficient: list[float | None] = field(default_factory=lambda: [None])
+    expansion_factor: list[float] = field(default_factory=lambda: [16.0])
+    d_sae: list[int] = field(default_factory=list)  # absolute widths; when given, replaces expansion_factor
+    lr: list[float | None] = field(default_factory=lambda: [None])
+
+
+@dataclass
+class SweepConfig(TrainConfig):
+    """A TrainConfig (shared settings: store, hook, budget, batch, ...) plus the grid to cross."""
+
+    grid: SweepGrid = field(default_factory=SweepGrid)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / (self.run_name or f"sweep-{self.hook}-{self.tokens}")
+
+
+def load_sweep_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> SweepConfig:
+    return validate(load_structured(SweepConfig, path, overrides))
+
+
+def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:
+    """One TrainConfig per distinct grid point (k is ignored off the TopK family, the coefficient on it)."""
+    base = TrainConfig(**{k: v for k, v in asdict(cfg).items() if k != "grid"})
+    g = cfg.grid
+    widths = [("d_sae", w) for w in g.d_sae] or [("expansion_factor", e) for e in g.expansion_factor]
+    members, seen = [], set()
+    for arch, k, coeff, (width_field, width), lr in itertools.product(
+            g.architecture, g.k, g.sparsity_coefficient, widths, g.lr):
+        topk = arch in TOPK_FAMILY
+        member = replace(base, architecture=arch, k=k if topk else base.k, sparsity_coefficient=None if topk else coeff,
+                         lr=lr, **{width_field: width})
+        member = replace(member, run_name=member_name(member))
+        if member.run_name not in seen:
+            seen.add(member.run_name)
+            members.append(validate(member))
+    return members
+
+
+def member_name(cfg: TrainConfig) -> str:
+    sparsity = f"k{cfg.k}" if cfg.architecture in TOPK_FAMILY else f"c{cfg.sparsity_coefficient or 'default'}"
+    width = f"n{cfg.d_sae}" if cfg.d_sae else f"x{cfg.expansion_factor:g}"
+    lr = f"-lr{cfg.lr:g}" if cfg.lr is not None else ""
+    return f"{cfg.architecture}-{sparsity}-{width}{lr}"
+
+
+def sweep(cfg: SweepConfig) -> Path:
+    """Train every SAE of the grid in one pass; returns the sweep folder (results.csv, frontier.png, saes/)."""
+    cfg = validate(cfg)
+    device = resolve_device(cfg.device)
+    distributed.init_from_env(device)
+    store = open_store(cfg.store, cfg.hook)
+    d_in = store.d(cfg.hook)
+    members = [resolve_defaults(m, d_in) for m in expand_grid(cfg)]
+    sweep_dir = cfg.run_dir
+    if (sweep_dir / RESULTS_FILE).exists():
+        raise FileExistsError(f"{sweep_dir} already holds a finished sweep; choose another out_dir or run_name")
+    if distributed.is_main():
+        (sweep_dir / "saes").mkdir(parents=True, exist_ok=True)
+        (sweep_dir / CONFIG_FILE).write_text(to_yaml(cfg))
+    distributed.barrier()
+
+    world, rank = distributed.world_size(), distributed.rank()
+    owners = distributed.assign_balanced([float(m.d_sae) for m in members], world)
+    mine = [i for i, owner in enumerate(owners) if owner == rank]
+    shares = [distributed.share(cfg.batch_size, world, r) for r in range(world)]
+    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[rank], seed=cfg.seed)
+    norm = mean_norm(loader)
+    total_steps = cfg.total_tokens // cfg.batch_size
+    stream = BatchStream(loader, device)
+    first = distributed.all_gather_rows(next(stream), shares)
+    trainers = {i: _start_member(members[i], d_in, store, first, norm, total_steps, device) for i in mine}
+
+    logger = RunLogger(sweep_dir, asdict(cfg), cfg.wandb_mode, cfg.wandb_project, sweep_dir.name, resume_step=None,
+                       enabled=distributed.is_main())
+    bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", unit_scale=True, disable=not distributed.is_main(),
+               desc=f"sweep of {len(members)} SAEs ({len(mine)} on rank {rank})", smoothing=0.05)
+    x = first
+    for step in range(total_steps):
+        if step:
+            x = distributed.all_gather_rows(next(stream), shares)
+        for trainer in trainers.values():
+            trainer.step(x, step)
+        bar.update(cfg.batch_size)
+        if (step + 1) % cfg.log_every_steps == 0 or step + 1 == total_steps:
+            _log_members(logger, step + 1, members, trainers)
+    bar.close()
+    stream.close()
+
+    summaries = evaluate_many([t.sae for t in trainers.values()], cfg, store, device, cfg.seed + 1, gather=True)
+    rows = []
+    for (i, trainer), (summary, freq) in zip(trainers.items(), summaries):
+        member = members[i]
+        trainer.sae.cfg.metadata.update(training_metadata(member, total_steps, summary))
+        trainer.sae.save(sweep_dir / "saes" / member.run_name, sparsity=log10_freq(freq))
+        rows.append(result_row(member, summary))
+    rows = [row for part in distributed.all_gather_objects(rows) for row in part]
+    if distributed.is_main():
+        write_results(sweep_dir, sorted(rows, key=lambda r: r["name"]))
+    logger.finish({})
+    distributed.barrier()
+    return sweep_dir
+
+
+def _start_member(member: TrainConfig, d_in: int, store, first_batch: torch.Tensor, norm: float,
+                  total_steps: int, device: torch.device):
+    """Create one SAE (seeded by the config alone, so it is the same on whichever rank owns it)."""
+    torch.manual_seed(member.seed)
+    sae = create_sae(sae_config(member, d_in, store_metadata(store, member))).to(device)
+    sae.init_from_data(first_batch, mean_norm=norm)
+    return build_trainer(sae, member, total_steps, data_parallel=False)
+
+
+def _log_members(logger: RunLogger, step: int, members: list[TrainConfig], trainers: dict) -> None:
+    """Gather every rank's window metrics to the main rank and log them as `<sae name>/<metric>`."""
+    local = {members[i].run_name: {**t.metrics.flush(), "lr": t.lr()} for i, t in trainers.items()}
+    merged = {f"{name}/{k}": v for part in distributed.all_gather_objects(local) for name, m in part.items()
+              for k, v in m.items()}
+    logger.log(step, merged)
+
+
+def result_row(member: TrainConfig, summary: dict) -> dict:
+    return {"name": member.run_name, "architecture": member.architecture,
+            "k": member.k if member.architecture in TOPK_FAMILY else "",
+            "sparsity_coefficient": "" if member.sparsity_coefficient is None else member.sparsity_coefficient,
+            "d_sae": member.d_sae, "lr": member.lr, **summary}
+
+
+def write_results(sweep_dir: Path, rows: list[dict]) -> None:
+    """results.csv (one row per SAE) and frontier.png, both written atomically."""
+    tmp = sweep_dir / f".{RESULTS_FILE}.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_frontier(rows, sweep_dir / FRONTIER_FILE)
+    os.replace(tmp, sweep_dir / RESULTS_FILE)
+
+
+def read_results(sweep_dir: str | os.PathLike) -> list[dict]:
+    with open(Path(sweep_dir) / RESULTS_FILE, newline="") as f:
+        return list(csv.DictReader(f))
