@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from activation_store.sources.base import ImageRecord, ImageSource, register_source
+from activation_store.sources.base import ImageRecord, ImageSource, parse_options, register_source
 
 SHAPES = ("square", "ellipse", "heart", "triangle")
 SYMMETRY_PERIOD_DEG = {"square": 90.0, "ellipse": 180.0, "heart": 360.0, "triangle": 120.0}
@@ -222,20 +222,20 @@ def patch_owner(cover: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return np.where(frac.max(axis=0) >= MIN_COVER, best, -1).astype(np.int16)
 
 
-def parse_spec(spec: str) -> dict[str, int]:
-    """`shapes:n=1000,seed=0,size=64[,max_objects=3]` -> keyword arguments of ShapesSource."""
-    body = spec.removeprefix("shapes:").removeprefix("shapes")
-    allowed = {"n": 1000, "seed": 0, "size": 64, "max_objects": 3}
-    for item in filter(None, body.split(",")):
-        key, eq, value = item.partition("=")
-        if key.strip() not in allowed or not eq:
-            raise ValueError(f"bad shapes spec item {item!r} in {spec!r}; use key=value with keys {', '.join(allowed)}, "
-                             "e.g. 'shapes:n=1000,seed=0,size=64'")
-        try:
-            allowed[key.strip()] = int(value)
-        except ValueError:
-            raise ValueError(f"shapes spec {spec!r}: {key.strip()} must be an integer, got {value!r}") from None
-    return allowed
+SPEC_DEFAULTS = {"n": 1000, "seed": 0, "size": 64, "max_objects": 3}
+
+
+def parse_spec(options: str) -> dict[str, int]:
+    """`n=1000,seed=0,size=64[,max_objects=3]` (the part after `shapes:`) -> keyword arguments of ShapesSource."""
+    given = parse_options(options)
+    unknown = sorted(set(given) - set(SPEC_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown shapes option(s) {unknown} in {options!r}; use {', '.join(SPEC_DEFAULTS)}, "
+                         "e.g. 'shapes:n=1000,seed=0,size=64'")
+    not_int = {k: v for k, v in given.items() if not isinstance(v, int) or isinstance(v, bool)}
+    if not_int:
+        raise ValueError(f"shapes options must be integers, got {not_int} in {options!r}")
+    return {**SPEC_DEFAULTS, **given}
 
 
 class ShapesSource(ImageSource):
@@ -265,15 +265,11 @@ class ShapesSource(ImageSource):
 
     @classmethod
     def from_spec(cls, spec: str) -> ShapesSource:
-        return cls(**parse_spec(spec))
+        """From a full spec (`shapes:n=1000,seed=0,size=64`), as `open_source` would."""
+        return cls(**parse_spec(spec.removeprefix("shapes").removeprefix(":")))
 
     def __len__(self) -> int:
         return self.n
-
-    def _check_index(self, i: int) -> int:
-        if not -self.n <= i < self.n:
-            raise IndexError(f"index {i} out of range for {self.spec} with {self.n} images")
-        return i % self.n
 
     def scene(self, i: int) -> Scene:
         return sample_scene(self.seed, self._check_index(i), self.max_objects)
@@ -304,7 +300,9 @@ class ShapesSource(ImageSource):
         return labels
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(f"visae-shapes-v1|{self.spec}".encode()).hexdigest()[:16]
+        return hashlib.sha256(f"visae-shapes-v1|{self.spec}".encode()).hexdigest()
 
 
-register_source("shapes", ShapesSource.from_spec)
+@register_source("shapes")
+def open_shapes(options: str) -> ShapesSource:
+    return ShapesSource(**parse_spec(options))
