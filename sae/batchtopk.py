@@ -1,0 +1,81 @@
+"""BatchTopK SAE (Bussmann et al. 2024): keep the k * batch largest activations of the whole batch,
+so tokens get a variable number of latents averaging k.
+
+For inference, where no batch is at hand, it keeps a running (EMA) estimate of the smallest
+activation the batch-level TopK let through, and encodes with that global threshold. It is saved as
+a `jumprelu` SAE with that threshold, following SAELens's convention. Loss parts as in `sae.topk`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sae.base import SAE, LossOutput, TrainState
+from sae.sparse_decode import decode_triples
+from sae.topk import auxk_loss, fired_latents, fraction_unexplained
+
+
+class BatchCode:
+    """A batch-level sparse code as flat (row, latent, value) triples, sorted by row."""
+
+    def __init__(self, pre: torch.Tensor, k: int):
+        batch, d_sae = pre.shape
+        values, flat = pre.relu().reshape(-1).topk(k * batch, sorted=False)
+        flat, order = flat.sort()
+        self.values = values[order]
+        self.rows = flat // d_sae
+        self.latents = flat % d_sae
+        self.batch = batch
+
+    def decode(self, W_dec: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        return decode_triples(self.values if values is None else values, self.rows, self.latents, W_dec, self.batch)
+
+    def smallest_positive(self) -> torch.Tensor:
+        return torch.where(self.values > 0, self.values, torch.full_like(self.values, float("inf"))).min()
+
+
+class BatchTopKSAE(SAE):
+    architecture = "batchtopk"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # Negative until the first training batch sets it.
+        self.register_buffer("threshold", torch.full((), -1.0, dtype=self.W_enc.dtype))
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return pre.relu() * (pre > self.threshold.clamp_min(0)).to(pre.dtype)
+
+    def export_extra(self):
+        exported = super().export_extra()
+        exported.architecture = "jumprelu"
+        exported.tensors = {"threshold": self.threshold.clamp_min(0).expand(self.cfg.d_sae).clone()}
+        return exported
+
+    @torch.no_grad()
+    def update_threshold(self, code: BatchCode) -> None:
+        """EMA of the smallest kept activation; the first batch sets it directly. No host sync."""
+        smallest = code.smallest_positive()
+        m = self.cfg.threshold_momentum
+        ema = torch.where(self.threshold < 0, smallest, m * self.threshold + (1 - m) * smallest)
+        self.threshold.copy_(torch.where(torch.isfinite(smallest), ema, self.threshold))
+
+    def reconstruction_parts(self, target: torch.Tensor, code: BatchCode) -> tuple[dict, torch.Tensor]:
+        recon = code.decode(self.W_dec) + self.b_dec
+        return {"fvu": fraction_unexplained(target, recon)}, recon
+
+    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+        target = self.scale_input(x)
+        pre = self.pre_acts(x)
+        code = BatchCode(pre, self.cfg.k)
+        if self.training:
+            self.update_threshold(code)
+        parts, recon = self.reconstruction_parts(target, code)
+        if state.dead_mask is not None:
+            parts["auxk"] = auxk_loss(self, pre, target - recon, state.dead_mask)
+        return LossOutput(
+            total=sum(parts.values()),
+            parts=parts,
+            x_hat=recon / self.input_scale,
+            fired=fired_latents(code.latents, code.values, self.cfg.d_sae),
+            l0=(code.values > 0).sum().to(pre.dtype) / code.batch,
+        )

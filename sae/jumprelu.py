@@ -1,0 +1,109 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024): z = pre * H(pre - threshold), trained with a
+straight-through estimator (rectangle kernel of width `bandwidth`) and an L0 penalty.
+
+The paper's hyper-parameters (bandwidth 0.001, threshold init 0.001, L0 coefficient) are for inputs
+with E||x||^2 = 1. visae scales inputs to E||x|| = sqrt(d_in), so thresholds and bandwidth are
+multiplied by sqrt(d_in) and the reconstruction term is divided by d_in: the loss equals the paper's.
+Loss parts: `mse` = mean over tokens of ||x - x_hat||^2 / d_in, `l0` = sparsity_scale * l0_coeff * L0.
+Decoder rows are kept at unit norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from sae.base import SAE, LossOutput, TrainState
+from sae.standard import squared_error
+
+
+def _rectangle(u: torch.Tensor) -> torch.Tensor:
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class JumpReLUFunction(torch.autograd.Function):
+    """pre * H(pre - threshold); gradient to pre where active, pseudo-gradient to threshold."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_pre = (pre > threshold).to(pre.dtype) * grad_out
+        grad_threshold = (-(threshold / bw) * _rectangle((pre - threshold) / bw) * grad_out).sum(0)
+        return grad_pre, grad_threshold, None
+
+
+class StepFunction(torch.autograd.Function):
+    """H(pre - threshold) with a pseudo-gradient to threshold only (for the L0 penalty)."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        pre, threshold = ctx.saved_tensors
+        bw = ctx.bandwidth
+        grad_threshold = (-(1.0 / bw) * _rectangle((pre - threshold) / bw) * grad_out).sum(0)
+        return None, grad_threshold, None
+
+
+class JumpReLUSAE(SAE):
+    architecture = "jumprelu"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        init = cfg.jumprelu_init_threshold * self.unit_scale()
+        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(init), dtype=self.W_enc.dtype))
+
+    def unit_scale(self) -> float:
+        """How much larger visae's scaled inputs are than the paper's E||x||^2 = 1 convention."""
+        return math.sqrt(self.cfg.d_in)
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.log_threshold.exp()
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return pre * (pre > self.threshold).to(pre.dtype)
+
+    def export_extra(self):
+        exported = super().export_extra()
+        exported.tensors = {"threshold": self.threshold.detach().clone()}
+        return exported
+
+    @torch.no_grad()
+    def load_inference_tensors(self, tensors):
+        super().load_inference_tensors(tensors)
+        self.log_threshold.copy_(tensors["threshold"].clamp_min(0).log())
+
+    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+        target = self.scale_input(x)
+        pre = self.pre_acts(x)
+        bandwidth = self.cfg.jumprelu_bandwidth * self.unit_scale()
+        threshold = self.threshold
+        z = JumpReLUFunction.apply(pre, threshold, bandwidth)
+        recon = self.decode_scaled(z)
+        l0 = StepFunction.apply(pre, threshold, bandwidth).sum(-1).mean()
+        parts = {
+            "mse": squared_error(target, recon) / self.cfg.d_in,
+            "l0": state.sparsity_scale * self.cfg.l0_coeff * l0,
+        }
+        active = z != 0
+        return LossOutput(
+            total=sum(parts.values()),
+            parts=parts,
+            x_hat=recon / self.input_scale,
+            fired=active.any(0),
+            l0=l0.detach(),
+        )

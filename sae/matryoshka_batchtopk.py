@@ -1,0 +1,27 @@
+"""Matryoshka BatchTopK SAE (Bussmann et al. 2025; Nabeshima 2024): BatchTopK whose reconstruction
+loss is summed over nested prefixes of the dictionary, so the first latents learn general features
+and later ones refine them. Prefix widths come from `cfg.prefix_widths()`. Loss parts: one
+`fvu_<width>` per prefix (each reconstruction includes b_dec), plus `auxk`. Saved as `jumprelu`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sae.batchtopk import BatchCode, BatchTopKSAE
+from sae.topk import fraction_unexplained
+
+
+class MatryoshkaBatchTopKSAE(BatchTopKSAE):
+    architecture = "matryoshka_batchtopk"
+
+    def reconstruction_parts(self, target: torch.Tensor, code: BatchCode) -> tuple[dict, torch.Tensor]:
+        parts = {}
+        recon = self.b_dec.expand_as(target)
+        start = 0
+        for width in self.cfg.prefix_widths():
+            in_group = (code.latents >= start) & (code.latents < width)
+            recon = recon + code.decode(self.W_dec, code.values * in_group.to(code.values.dtype))
+            parts[f"fvu_{width}"] = fraction_unexplained(target, recon)
+            start = width
+        return parts, recon

@@ -1,0 +1,48 @@
+"""ReLU SAE with an L1 penalty weighted by decoder-row norm (Anthropic, April 2024 update).
+
+No decoder-norm constraint; decoder rows start at norm `decoder_init_norm` (0.1). Loss units:
+`mse` = mean over tokens of ||x - x_hat||^2 (summed over dimensions) on inputs scaled to
+E||x|| = sqrt(d_in), and `l1` = sparsity_scale * l1_coeff * mean over tokens of sum_i z_i ||W_dec,i||.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sae.base import SAE, LossOutput, TrainState
+
+
+def squared_error(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of the squared error summed over dimensions."""
+    return (recon - target).pow(2).sum(-1).mean()
+
+
+class StandardSAE(SAE):
+    architecture = "standard"
+    unit_norm_decoder = False
+
+    def decoder_init_norm(self) -> float:
+        return self.cfg.decoder_init_norm
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        return pre.relu()
+
+    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+        target = self.scale_input(x)
+        z = self.encode(x)
+        recon = self.decode_scaled(z)
+        weighted = z * self.W_dec.norm(dim=1)
+        parts = {
+            "mse": squared_error(target, recon),
+            "l1": state.sparsity_scale * self.cfg.l1_coeff * weighted.sum(-1).mean(),
+        }
+        active = z > 0
+        return LossOutput(
+            total=sum(parts.values()),
+            parts=parts,
+            x_hat=recon / self.input_scale,
+            fired=active.any(0),
+            l0=active.sum(-1).to(z.dtype).mean(),
+        )
+
+
