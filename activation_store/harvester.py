@@ -20,6 +20,7 @@ k with k % world_size == rank (disjoint, chunk-aligned, on a preallocated store:
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -66,8 +67,8 @@ def harvest(cfg: HarvestConfig) -> ActivationStore:
 
 def store_attrs(cfg: HarvestConfig, model: VisionModel, source: ImageSource, hooks: list[str],
                 token_index: list[int]) -> dict:
-    """The store's group attributes; `IDENTITY_KEYS` among them decide whether a rerun may resume."""
-    return {
+    """The store's group attributes (JSON-normalised); `IDENTITY_KEYS` among them decide whether a rerun may resume."""
+    return json.loads(json.dumps({
         "model": {"spec": model.spec, "weights_sha256": model.weights_sha256, "n_blocks": model.n_blocks,
                   "d_model": model.d_model, "layout": model.layout.to_dict()},
         "preprocess": model.preprocess.to_dict(),
@@ -84,7 +85,7 @@ def store_attrs(cfg: HarvestConfig, model: VisionModel, source: ImageSource, hoo
         "chunk_images": cfg.batch_size,
         "n_images_requested": cfg.n_images,
         "bad_files": cfg.bad_files,
-    }
+    }))
 
 
 def open_or_create(cfg: HarvestConfig, attrs: dict, model: VisionModel, source: ImageSource,

@@ -1,0 +1,49 @@
+"""A tiny random-init ViT saved to a weights file, so every process harvests with the same weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from safetensors.torch import save_file
+
+from activation_store.models import load_model
+from activation_store.store import ActivationStore
+
+TINY_SPEC = "timm:vit_tiny_patch16_224,pretrained=false,img_size=32,depth=3,embed_dim=64,num_heads=2"
+
+
+def save_tiny_weights(path: str) -> str:
+    model = load_model(TINY_SPEC)
+    save_file({k: v.contiguous() for k, v in model.module.state_dict().items()}, path)
+    return path
+
+
+def cli_args(weights: str, out: str, images: str = "shapes:n=48,seed=0,size=32", batch_size: int = 8,
+             hooks: str = "blocks.-1.resid_post,blocks.1.mlp_hidden", *extra: str) -> list[str]:
+    return ["harvest", "--model", TINY_SPEC, "--weights", weights, "--images", images, "--hooks", hooks,
+            "--out", out, "--batch-size", str(batch_size), "--num-workers", "2", *extra]
+
+
+def subprocess_env() -> dict:
+    """One compute thread everywhere, as torchrun gives its workers, so all runs do bit-identical arithmetic."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TQDM_DISABLE": "1"}
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=subprocess_env(), capture_output=True,
+                          text=True, **kwargs)
+
+
+def assert_same_stores(a: ActivationStore, b: ActivationStore) -> None:
+    """Identical array by array, and the same metadata."""
+    assert a.complete and b.complete and a.hooks == b.hooks and a.fingerprint == b.fingerprint
+    for hook in a.hooks:
+        np.testing.assert_array_equal(a.acts(hook)[:], b.acts(hook)[:])
+    for name in ("image_ids", "labels", "source_index"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in a.factors:
+        np.testing.assert_array_equal(a.factors[name], b.factors[name])
+    np.testing.assert_array_equal(a.done_mask(), b.done_mask())
