@@ -135,6 +135,7 @@ def test_composite_score_and_rank():
             "best_auroc": [1.0, 0.75, np.nan, 0.5],
             "purity": [1.0, 0.5, np.nan, np.nan],
             "monosemanticity": [0.8, -0.2, np.nan, 0.4],
+            "n_images_fired": [10, 50, 0, 10],
         }
     )
     out = add_score_and_rank(table)
@@ -143,3 +144,5 @@ def test_composite_score_and_rank():
     assert out["score"][3] == pytest.approx((0 + 0.4 + 1) / 3)  # purity missing: skipped
     assert np.isnan(out["score"][2])  # dead
     assert out["rank"].tolist() == [1, 3, 4, 2]
+    rare = add_score_and_rank(table.assign(n_images_fired=[2, 50, 0, 10]))  # fires on 2 images: unscored
+    assert np.isnan(rare["score"][0]) and rare["rank"].tolist() == [3, 2, 4, 1]

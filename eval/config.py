@@ -1,0 +1,63 @@
+"""The evaluation configuration: a typed dataclass that loads from YAML with command-line overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how much of it. `visae eval --help` describes the fields."""
+
+    sae_dir: str = MISSING
+    store: Optional[str] = None  # an activation store holding the SAE's hook, or...
+    model: Optional[str] = None  # ...a model spec plus an image source, harvested to a temporary store
+    images: Optional[str] = None
+    weights: Optional[str] = None  # local model checkpoint
+    hook: Optional[str] = None  # default: the SAE's metadata.hook_name
+    max_images: Optional[int] = None  # evaluate the first N store images (None: all)
+    batch_images: int = 64
+    top_k: int = 16  # top images / patches kept per latent
+    n_quantiles: int = 8  # activation-quantile samples per latent
+    downstream_images: int = 256  # images for the spliced forward passes
+    model_passes: bool = True  # False: skip the spliced downstream pass and the monosemanticity embeddings
+    neuron_images: int = 128  # images for the neuron-basis comparison on mlp_hidden hooks
+    vocabulary: Optional[str] = None  # text file of concepts (one per line) for CLIP text labels
+    compare_to: list[str] = field(default_factory=list)  # other SAE dirs for the L0/FVU plot
+    report_features: int = 24  # top-ranked features shown in report.html
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.store is None and (self.model is None or self.images is None):
+            raise ValueError("say what to evaluate on: --store STORE, or --model SPEC with --images SOURCE")
+        if self.store is not None and (self.model is not None or self.images is not None):
+            raise ValueError("give either --store or --model/--images, not both")
+        for name in ("batch_images", "top_k", "n_quantiles"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images must be at least 1, got {self.max_images}")
+
+
+def load_eval_config(yaml_path: str | None = None, overrides: dict | None = None,
+                     dotlist: list[str] | None = None) -> EvalConfig:
+    """Defaults <- YAML file <- `overrides` (command-line flags) <- `dotlist` ("key=value" strings)."""
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(EvalConfig),
+            OmegaConf.load(yaml_path) if yaml_path else {},
+            {k: v for k, v in (overrides or {}).items() if v is not None},
+            OmegaConf.from_dotlist(dotlist or []),
+        )
+        return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as err:
+        raise ValueError(f"missing required setting {err.full_key!r}") from None
+    except OmegaConfBaseException as err:
+        raise ValueError(f"bad eval config: {err}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"eval config file {yaml_path} does not exist") from None

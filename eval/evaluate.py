@@ -1,0 +1,288 @@
+"""`evaluate(cfg)`: measure a dictionary on an activation store and write SAE_DIR/eval (common.md layout).
+
+Stages: (1) one streaming pass over the store's activations (reconstruction, sparsity, sparse codes);
+(2) per-latent interpretability off the codes (top/quantile images, heatmaps, purity, factor AUROC);
+(3) forward passes of the real model (spliced downstream effect, reference embeddings for monosemanticity);
+(4) neuron-versus-feature comparison for mlp_hidden hooks; (5) the feature table, ranking and report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from activation_store.layout import TokenLayout
+from activation_store.models import Preprocess, load_model
+from activation_store.sources import open_source
+from activation_store.store import ActivationStore
+from eval.auroc import AUROC_DEFINITION
+from eval.codes import CodeCollector, Codes
+from eval.config import EvalConfig
+from eval.downstream import DOWNSTREAM_DEFINITION
+from eval.interpretability import GroundTruth, factor_auroc, label_purity, patch_purity
+from eval.labels import PURITY_DEFINITION
+from eval.model_pass import final_embedding_hook, run_model_pass
+from eval.monosemanticity import MS_DEFINITION, monosemanticity_scores
+from eval.neurons import NEURON_DEFINITION, neuron_loadings
+from eval.ranking import SCORE_DEFINITION, add_score_and_rank
+from eval.reconstruction import FVU_DEFINITION, ReconstructionStats
+from eval.report import build_report
+from eval.results import EvalResults
+from eval.sparsity import SPARSITY_DEFINITION, FiringStats
+from eval.text_labels import load_vocabulary, text_embeddings, text_labels
+from eval.writer import thumbnail, update_cfg_metadata, write_results
+from sae import SAE
+
+
+@dataclass
+class Target:
+    """What the SAE reads: the store hook, its token kind, and where those tokens sit in the store and model."""
+
+    hook: str
+    token_kind: str
+    store_tokens: list[int]  # positions of the SAE's tokens among the store's kept tokens
+    layout: TokenLayout  # layout of the SAE's tokens
+
+    @classmethod
+    def resolve(cls, cfg: EvalConfig, meta: dict, store: ActivationStore, model) -> Target:
+        wanted = cfg.hook or meta.get("hook_name")
+        if wanted is None:
+            if len(store.hooks) != 1:
+                raise ValueError(f"the SAE names no hook_name and the store holds {store.hooks}; pass --hook")
+            wanted = store.hooks[0]
+        hook = model.canonical(wanted) if model is not None else wanted
+        if hook not in store.hooks:
+            raise ValueError(f"the store at {store.path} has no activations for {hook!r} (it holds {store.hooks}); "
+                             f"harvest that hook or pass --hook")
+        kind = meta.get("token_kind") or store.token_kind
+        try:
+            tokens = store.layout.indices(kind)
+        except ValueError as err:
+            raise ValueError(f"the SAE was trained on {kind!r} tokens but the store kept {store.token_kind!r}: {err}")
+        return cls(hook=hook, token_kind=kind, store_tokens=tokens, layout=store.layout.subset(kind))
+
+
+class SourceImages:
+    """Evaluated store images, read back from the store's image source by their source index."""
+
+    def __init__(self, store: ActivationStore, n_images: int, preprocess: Preprocess):
+        self.source = open_source(store.source_spec)
+        self.index = np.asarray(store.source_index[:n_images])
+        self.preprocess = preprocess
+        self.n = n_images
+
+    def image(self, i: int):
+        record = self.source[int(self.index[i])]
+        if record.image is None:
+            raise ValueError(f"image {record.id} of {self.source.spec} cannot be read any more ({record.error})")
+        return record.image
+
+    def __call__(self, start: int, stop: int) -> torch.Tensor:
+        return self.preprocess.batch([self.image(i) for i in range(start, stop)])
+
+    def thumb(self, i: int):
+        return thumbnail(self.preprocess.resize_crop(self.image(i)))
+
+
+def evaluate(cfg: EvalConfig) -> EvalResults:
+    sae_dir = Path(cfg.sae_dir)
+    if not (sae_dir / "cfg.json").is_file():
+        raise FileNotFoundError(f"no SAE at {sae_dir} (cfg.json missing); pass a folder written by `visae train`")
+    sae = SAE.load(sae_dir, device=cfg.device).eval().requires_grad_(False)
+    meta = json.loads((sae_dir / "cfg.json").read_text()).get("metadata", {})
+    with _store_for(cfg, meta) as store:
+        if not store.complete:
+            raise ValueError(f"the store at {store.path} is incomplete; finish it with `visae harvest` (it resumes)")
+        model = load_model(store.model_spec, weights=cfg.weights, device=cfg.device) if cfg.model_passes else None
+        target = Target.resolve(cfg, meta, store, model)
+        n_images = min(store.n_images, cfg.max_images or store.n_images)
+        return _evaluate(cfg, sae_dir, sae, store, model, target, n_images)
+
+
+@contextlib.contextmanager
+def _store_for(cfg: EvalConfig, meta: dict):
+    """The store named by --store, or a temporary one harvested from --model/--images."""
+    if cfg.store is not None:
+        yield ActivationStore.open(cfg.store)
+        return
+    from activation_store.harvest_config import HarvestConfig
+    from activation_store.harvester import harvest
+
+    hook = cfg.hook or meta.get("hook_name")
+    if hook is None:
+        raise ValueError("the SAE names no hook_name; pass --hook")
+    with tempfile.TemporaryDirectory(prefix="visae-eval-store-") as tmp:
+        yield harvest(HarvestConfig(out=str(Path(tmp) / "store.zarr"), model=cfg.model, images=cfg.images,
+                                    hooks=[hook], weights=cfg.weights, tokens=meta.get("token_kind") or "all",
+                                    n_images=cfg.max_images, batch_size=cfg.batch_images, device=cfg.device,
+                                    progress=cfg.progress))
+
+
+def _evaluate(cfg, sae_dir, sae, store, model, target: Target, n_images: int) -> EvalResults:
+    t0 = time.perf_counter()
+    recon, firing, codes = _store_pass(cfg, sae, store, target, n_images)
+    store_seconds = time.perf_counter() - t0
+    truth = GroundTruth.from_store(store, n_images)
+    preprocess = model.preprocess if model is not None else Preprocess.from_dict(store.attrs["preprocess"])
+    images = SourceImages(store, n_images, preprocess)
+
+    columns, top, referenced = _per_latent(cfg, codes, truth, firing)
+    matches = factor_auroc(codes, truth)
+    columns.update(matches.per_latent())
+    summary = {
+        "model": store.model_spec, "hook": target.hook, "token_kind": target.token_kind, "store": store.path,
+        "store_fingerprint": store.fingerprint, "n_images": n_images, "d_sae": int(sae.cfg.d_sae),
+        "architecture": sae.cfg.architecture,
+        **recon.result(), **firing.result(), **matches.summary(),
+        "throughput": {"store_tokens_per_s": firing.n_tokens / store_seconds},
+    }
+    columns["monosemanticity"] = np.full(sae.cfg.d_sae, np.nan)
+    columns["text_label"] = [None] * sae.cfg.d_sae
+    if model is not None:
+        clip = callable(getattr(model, "encode_text", None))
+        class_emb = None
+        if clip and truth.label_names and (truth.labels >= 0).any():
+            class_emb = torch.from_numpy(text_embeddings(model, truth.label_names))
+        passes = run_model_pass(model, sae, target.hook, target.token_kind, recon.mean.float(), images,
+                                cfg.downstream_images, cfg.batch_images, cfg.progress, truth.labels, class_emb)
+        summary["downstream"] = passes.downstream
+        summary["throughput"]["images_per_s"] = passes.images_per_s
+        columns["monosemanticity"] = monosemanticity_scores(codes.images, passes.embeddings)
+        if clip and passes.outputs is not None:
+            concepts = load_vocabulary(cfg.vocabulary, truth.label_names)
+            columns["text_label"], columns["text_label_cos"] = text_labels(
+                codes.images, passes.outputs, text_embeddings(model, concepts), concepts)
+        summary["reference_encoder"] = f"{store.model_spec} final CLS embedding ({final_embedding_hook(model)})"
+    if target.hook.endswith(".mlp_hidden"):
+        summary["superposition"] = _neurons_vs_features(cfg, sae, store, target, codes, truth, columns)
+    features = add_score_and_rank(pd.DataFrame({"feature": np.arange(sae.cfg.d_sae), **columns}))
+    summary["metric_definitions"] = _definitions(summary.get("reference_encoder", "none (model passes skipped)"))
+    summary["n_scored"] = int(features["score"].notna().sum())
+    thumbs = {i: images.thumb(i) for i in tqdm(sorted(referenced), desc="thumbnails", disable=not cfg.progress)}
+    others = _other_dictionaries(cfg.compare_to)
+    write_results(sae_dir, summary, features, top, thumbs,
+                  lambda folder: build_report(folder, summary, features, top, truth, others, cfg.report_features))
+    update_cfg_metadata(sae_dir, summary)
+    return EvalResults.load(sae_dir)
+
+
+def _store_pass(cfg, sae, store, target: Target, n_images: int):
+    recon = ReconstructionStats(d=store.d(target.hook))
+    firing = FiringStats(d_sae=sae.cfg.d_sae)
+    collector = CodeCollector(sae.cfg.d_sae, target.layout)
+    token_index = torch.as_tensor(target.store_tokens)
+    bar = tqdm(total=n_images * len(target.store_tokens), desc="encoding", unit="tok", unit_scale=True,
+               disable=not cfg.progress)
+    with torch.no_grad(), bar:
+        for start in range(0, n_images, cfg.batch_images):
+            stop = min(start + cfg.batch_images, n_images)
+            x = torch.from_numpy(store.read(target.hook, start, stop))[:, token_index].to(cfg.device)
+            flat = x.reshape(-1, x.shape[-1])
+            z = sae.encode(flat)
+            recon.update(flat, sae.decode(z))
+            firing.update(z)
+            collector.update(z.reshape(x.shape[0], x.shape[1], -1).cpu())
+            bar.update(flat.shape[0])
+    return recon, firing, collector.finish()
+
+
+def _per_latent(cfg, codes: Codes, truth: GroundTruth, firing: FiringStats):
+    """Feature-table columns, the top.safetensors arrays, and every image index they reference."""
+    top_images, top_acts = codes.top_images(cfg.top_k)
+    q_images, q_acts = codes.quantile_images(cfg.n_quantiles)
+    patch_image, patch_pos, _ = codes.top_patches(cfg.top_k)
+    freq = firing.frequency()
+    columns = {
+        "freq": freq,
+        "log10_freq": np.where(freq > 0, np.log10(np.clip(freq, 1e-300, None)), np.nan),
+        "max_act": firing.act_max.numpy(),
+        "mean_act": firing.mean_act_when_firing(),
+        "n_images_fired": np.diff(codes.images.indptr),
+        **label_purity(top_images, truth),
+    }
+    if truth.patch_labels and codes.layout.patch_indices:
+        columns.update(patch_purity(patch_image, patch_pos, truth))
+    top = {
+        "top_images": top_images, "top_acts": top_acts, "top_heatmaps": codes.heatmaps(top_images),
+        "quantile_images": q_images, "quantile_acts": q_acts, "quantile_heatmaps": codes.heatmaps(q_images),
+    }
+    referenced = set(np.unique(np.concatenate([top_images.ravel(), q_images.ravel()])).tolist()) - {-1}
+    return columns, top, referenced
+
+
+def _neurons_vs_features(cfg, sae, store, target: Target, codes: Codes, truth: GroundTruth, columns: dict) -> dict:
+    """Polysemanticity in the neuron basis (raw mlp_hidden activations) vs the SAE basis, same images and scores."""
+    n = min(cfg.neuron_images, codes.n_images)
+    collector = CodeCollector(store.d(target.hook), target.layout)
+    token_index = torch.as_tensor(target.store_tokens)
+    for start in tqdm(range(0, n, cfg.batch_images), desc="neuron basis", disable=not cfg.progress):
+        stop = min(start + cfg.batch_images, n)
+        collector.update(torch.from_numpy(store.read(target.hook, start, stop))[:, token_index])
+    neurons = collector.finish()
+    subset_truth = GroundTruth(truth.labels[:n], truth.label_names, {k: v[:n] for k, v in truth.factors.items()},
+                               truth.factor_values, {k: v[:n] for k, v in truth.patch_labels.items()})
+    sae_subset = Codes(codes.tokens.tocsr()[: n * target.layout.n_tokens].tocsc(), codes.images.tocsr()[:n].tocsc(),
+                       codes.layout)
+    loadings = neuron_loadings(sae.W_dec)
+    columns["neurons_per_latent"] = loadings.pop("neurons_per_latent")
+    latents_per_neuron = loadings.pop("latents_per_neuron")
+    return {
+        **loadings,
+        "latents_per_neuron_quantiles": np.quantile(latents_per_neuron, [0.1, 0.5, 0.9]).tolist(),
+        "n_images": n,
+        "neuron_basis": _basis_scores(neurons, subset_truth, cfg.top_k),
+        "sae_basis": _basis_scores(sae_subset, subset_truth, cfg.top_k),
+        "definition": NEURON_DEFINITION,
+    }
+
+
+def _basis_scores(codes: Codes, truth: GroundTruth, k: int) -> dict:
+    top_images, _ = codes.top_images(k)
+    purity = label_purity(top_images, truth)["purity"]
+    matches = factor_auroc(codes, truth)
+    best = matches.per_latent()["best_auroc"]
+    return {
+        "n_units": int(codes.tokens.shape[1]),
+        "mean_purity": float(np.nanmean(purity)) if np.isfinite(purity).any() else None,
+        "mean_best_auroc": float(np.nanmean(best)) if np.isfinite(best).any() else None,
+        "coverage_0_9": matches.summary()["coverage_0_9"],
+    }
+
+
+def _other_dictionaries(dirs: list[str]) -> list[dict]:
+    """Name, L0 and FVU of other evaluated dictionaries (their eval summary, else their cfg.json metadata)."""
+    out = []
+    for d in dirs:
+        path = Path(d)
+        if EvalResults.exists(path):
+            s = EvalResults.load(path).summary
+        elif (path / "cfg.json").is_file():
+            s = json.loads((path / "cfg.json").read_text()).get("metadata", {}).get("eval", {})
+        else:
+            raise FileNotFoundError(f"--compare-to {d}: no SAE folder there (cfg.json missing)")
+        if s.get("l0") is None or s.get("fvu") is None:
+            raise ValueError(f"--compare-to {d}: that dictionary has not been evaluated yet; run `visae eval {d}` first")
+        out.append({"name": path.name, "l0": s["l0"], "fvu": s["fvu"]})
+    return out
+
+
+def _definitions(reference_encoder: str) -> dict:
+    return {
+        "note": "All metrics follow design.md §5.",
+        "reconstruction": FVU_DEFINITION,
+        "sparsity": SPARSITY_DEFINITION,
+        "downstream": DOWNSTREAM_DEFINITION,
+        "purity": PURITY_DEFINITION,
+        "auroc": AUROC_DEFINITION,
+        "monosemanticity": MS_DEFINITION.format(encoder=reference_encoder),
+        "score": SCORE_DEFINITION,
+    }

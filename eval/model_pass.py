@@ -1,0 +1,92 @@
+"""Forward passes of the real model over the evaluated images: the spliced downstream comparison and the
+reference embeddings for the monosemanticity score (the model's own final CLS embedding)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from eval.downstream import DownstreamStats, as_heads, replacements, token_splice
+from eval.text_labels import zero_shot_correct
+
+
+@dataclass
+class ModelPassResult:
+    downstream: dict
+    embeddings: np.ndarray  # [n_images, d_model] final-block CLS (mean token where there is no CLS)
+    images_per_s: dict  # forward passes per second: "clean" and "spliced"
+    outputs: np.ndarray | None  # clean image embeddings [n_images, D] of embedding models (CLIP), else None
+
+
+def downstream_kind(model) -> str:
+    """'embedding' for CLIP towers and headless backbones, else 'classifier' (timm heads, toy factor heads)."""
+    if model.spec.startswith("open_clip:") or getattr(model.module, "num_classes", None) == 0:
+        return "embedding"
+    return "classifier"
+
+
+def final_embedding_hook(model) -> str:
+    return f"blocks.{model.n_blocks - 1}.resid_post"
+
+
+@contextlib.contextmanager
+def _capture(model, hook: str, into: list):
+    def keep(act: torch.Tensor) -> torch.Tensor:
+        into.append(act)
+        return act
+
+    with model.splice(hook, keep):
+        yield
+
+
+def run_model_pass(model, sae, hook: str, token_kind: str, mean: torch.Tensor, images, n_downstream: int,
+                   batch_size: int, progress: bool = True, labels: np.ndarray | None = None,
+                   class_text_emb: torch.Tensor | None = None) -> ModelPassResult:
+    """`images(start, stop)` returns preprocessed pixels [b, 3, H, W] of evaluated images start..stop-1.
+
+    With `class_text_emb` (unit text embeddings of the class prompts) and image `labels`, CLIP towers also
+    get the zero-shot accuracy of the clean and each spliced pass."""
+    n_images = images.n
+    kind = downstream_kind(model)
+    stats = DownstreamStats(kind)
+    token_index = model.layout.indices(token_kind)
+    splices = {name: token_splice(token_index, fn) for name, fn in replacements(sae, mean).items()}
+    cls_index = model.layout.cls_index
+    embeddings, outputs = [], []
+    seconds, counted = {"clean": 0.0, "spliced": 0.0}, {"clean": 0, "spliced": 0}
+    for start in tqdm(range(0, n_images, batch_size), desc="model passes", unit="batch", disable=not progress):
+        stop = min(start + batch_size, n_images)
+        pixels = images(start, stop)
+        captured: list[torch.Tensor] = []
+        t0 = time.perf_counter()
+        with torch.no_grad(), _capture(model, final_embedding_hook(model), captured):
+            clean = as_heads(model.forward(pixels))
+        seconds["clean"] += time.perf_counter() - t0
+        counted["clean"] += stop - start
+        final = captured[-1]
+        embeddings.append((final[:, cls_index] if cls_index is not None else final.mean(1)).float().numpy())
+        if kind == "embedding":
+            outputs.append(next(iter(clean.values())).float().numpy())
+        if start < n_downstream:
+            keep = min(stop, n_downstream) - start
+            t0 = time.perf_counter()
+            spliced = {}
+            for name, fn in splices.items():
+                with torch.no_grad(), model.splice(hook, fn):
+                    spliced[name] = {h: v[:keep] for h, v in as_heads(model.forward(pixels[:keep])).items()}
+            seconds["spliced"] += (time.perf_counter() - t0) / len(splices)
+            counted["spliced"] += keep
+            stats.update({h: v[:keep] for h, v in clean.items()}, spliced)
+            if class_text_emb is not None and labels is not None:
+                truth = torch.as_tensor(labels[start : start + keep])
+                passes = {"clean": {h: v[:keep] for h, v in clean.items()}, **spliced}
+                stats.update_zero_shot({name: zero_shot_correct(heads["output"], class_text_emb, truth)
+                                        for name, heads in passes.items()})
+    rates = {k: counted[k] / seconds[k] if seconds[k] > 0 else None for k in seconds}
+    return ModelPassResult(downstream=stats.result(), embeddings=np.concatenate(embeddings), images_per_s=rates,
+                           outputs=np.concatenate(outputs) if outputs else None)
