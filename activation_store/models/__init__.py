@@ -1,6 +1,6 @@
 """Vision models behind one interface (VisionModel): hook points, token layout, preprocessing."""
 
-from activation_store.models import open_clip_vit, timm_vit
+from activation_store.models import open_clip_vit, timm_vit, toy
 from activation_store.models.base import BlockParts, Preprocess, VisionModel
 from activation_store.models.registry import ModelSpec, families, load_model, register_family
 
@@ -14,4 +14,5 @@ __all__ = [
     "open_clip_vit",
     "register_family",
     "timm_vit",
+    "toy",
 ]

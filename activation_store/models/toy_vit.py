@@ -23,7 +23,7 @@ def shapes_factor_values() -> dict[str, list[str]]:
 class ToyViTConfig:
     img_size: int = 64
     patch_size: int = 8
-    embed_dim: int = 128
+    embed_dim: int = 96
     depth: int = 6
     num_heads: int = 4
     mlp_ratio: float = 4.0

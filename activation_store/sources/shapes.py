@@ -9,7 +9,7 @@ so they are unambiguous and separable:
 - ``shape``: square, ellipse, heart, triangle
 - ``colour``: red, green, blue, yellow, magenta, cyan, white (saturated, always on a grey background)
 - ``scale``: small, medium, large for the primary object; ``tiny`` is the distractors' scale
-- ``orientation``: 4 bins of the angle *within the shape's symmetry period* (90° for a square, 180° for an ellipse,
+- ``orientation``: 3 bins of the angle *within the shape's symmetry period* (90° for a square, 180° for an ellipse,
   120° for a triangle, 360° for a heart), sampled near each bin's centre so neighbouring bins stay apart
 - ``pos_x``, ``pos_y``: left/centre/right and top/middle/bottom thirds of the primary object's centre range
 - ``count``: the number of objects (1..max_objects)
@@ -44,7 +44,7 @@ COLOURS = {
 }
 SCALES = ("tiny", "small", "medium", "large")
 SCALE_RADIUS = {"tiny": 0.09, "small": 0.16, "medium": 0.22, "large": 0.28}  # circumradius / image size
-ORIENTATION_BINS = 4
+ORIENTATION_BINS = 3
 POSITION_BINS = ("low", "mid", "high")
 POSITION_RANGE = (0.3, 0.7)  # primary centre, as a fraction of the image side
 BACKGROUNDS = ("plain", "gradient", "stripes", "noise")
@@ -118,9 +118,9 @@ def object_polygon(obj: SceneObject, side: float) -> list[tuple[float, float]]:
 
 
 def sample_angle(rng: np.random.Generator, shape: int, orientation: int) -> float:
-    """An angle near the centre of its orientation bin (±20% of a bin), so bins stay separable."""
+    """An angle near the centre of its orientation bin (±15% of a bin), so bins stay well apart."""
     width = SYMMETRY_PERIOD_DEG[SHAPES[shape]] / ORIENTATION_BINS
-    return width * (orientation + 0.5 + rng.uniform(-0.2, 0.2))
+    return width * (orientation + 0.5 + rng.uniform(-0.15, 0.15))
 
 
 def sample_primary(rng: np.random.Generator) -> SceneObject:
