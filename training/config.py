@@ -143,7 +143,9 @@ def load_structured(schema: type, path: str | os.PathLike | None = None, overrid
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ValueError(f"bad {schema.__name__} ({path or 'overrides'}): {err}".splitlines()[0]) from err
+        key = getattr(err, "full_key", None)
+        where = f"field {key!r}" if key else schema.__name__
+        raise ValueError(f"bad {where} in {path or 'the overrides'}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from err
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> TrainConfig:

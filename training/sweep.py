@@ -137,7 +137,7 @@ def sweep(cfg: SweepConfig) -> Path:
         member = members[i]
         trainer.sae.cfg.metadata.update(training_metadata(member, total_steps, summary))
         trainer.sae.save(sweep_dir / "saes" / member.run_name, sparsity=log10_freq(freq))
-        rows.append(result_row(member, summary))
+        rows.append({**result_row(member, summary), "rank": rank})
     rows = [row for part in distributed.all_gather_objects(rows) for row in part]
     if distributed.is_main():
         write_results(sweep_dir, sorted(rows, key=lambda r: r["name"]))

@@ -30,8 +30,9 @@ from training.schedule import warmup_decay
 
 CONFIG_FILE = "train_config.yaml"
 SAE_DIR = "sae"
-# Config fields a resume may change: they do not touch the weights.
-RESUMABLE_CHANGES = ("wandb_mode", "wandb_project", "log_every_steps", "out_dir", "run_name")
+# Config fields a resume may change: they do not touch the weights. The store may move (a copy, or the
+# same store on S3); its fingerprint must stay the same.
+RESUMABLE_CHANGES = ("wandb_mode", "wandb_project", "log_every_steps", "out_dir", "run_name", "store")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,15 +12,17 @@ def register(subparsers) -> None:
                     "and hook in a single pass over the data. Fields: training.sweep.SweepConfig (a TrainConfig "
                     "plus `grid`). Under `torchrun --nproc_per_node=N` the SAEs are sharded across ranks.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("config", help="sweep YAML file")
+    p.add_argument("config", nargs="?", help="sweep YAML file (or give every field with --set)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field, e.g. --set 'grid.k=[16,32,64]' (repeatable)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from training import distributed
     from training.sweep import load_sweep_config, sweep
 
     out = sweep(load_sweep_config(args.config, args.overrides))
-    print(out)
+    if distributed.is_main():
+        print(out)
     return 0

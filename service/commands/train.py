@@ -19,6 +19,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from training import distributed
     from training.config import load_config
     from training.trainer import resume, train
 
@@ -28,5 +29,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give a config file (visae train CONFIG.yaml) or --resume RUN_DIR")
     else:
         out = train(load_config(args.config, args.overrides))
-    print(out)
+    if distributed.is_main():
+        print(out)
     return 0
