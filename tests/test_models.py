@@ -183,6 +183,30 @@ def test_open_clip_checkpoint_full_and_image_tower_only(tmp_path, tiny_clip_spec
         assert torch.equal(load_model(tiny_clip_spec, weights=str(tmp_path / name))(x), source(x))
 
 
+def test_open_clip_hf_hub_pretrained_from_offline_cache(tmp_path, monkeypatch):
+    """The real `hf-hub:` path (config, preprocess and weights through huggingface_hub) from a local Hub cache."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    revision = "0" * 40
+    repo = tmp_path / "models--visae--tiny-clip"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    preprocess_cfg = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.4, 0.3], "interpolation": "bilinear"}
+    (snapshot / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": preprocess_cfg}))
+    reference = open_clip.create_model("hf-hub:visae/tiny-clip", load_weights=False, cache_dir=str(tmp_path))
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, snapshot / "open_clip_model.safetensors")
+
+    model = load_model(f"open_clip:hf-hub:visae/tiny-clip,cache_dir={tmp_path}")
+    x = pixels(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference.eval().encode_image(x))
+    assert model.preprocess == Preprocess(32, 32, (0.1, 0.2, 0.3), (0.5, 0.4, 0.3), "bilinear")
+    assert model.encode_text(["a red square"]).shape == (1, TINY_CLIP_CFG["embed_dim"])
+
+
 def test_weights_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(DINO, weights=str(tmp_path / "missing.safetensors"))

@@ -1,4 +1,5 @@
-"""open_clip image towers (`open_clip:ViT-B-32/<pretrained tag>`, `open_clip:hf-hub:org/name`).
+"""open_clip image towers (`open_clip:ViT-B-32/<pretrained tag>`, `open_clip:hf-hub:org/name`, and open_clip's
+`open_clip:local-dir:PATH`); spec options such as `cache_dir=...` go to `open_clip.create_model`.
 
 Hook points are on the tower's `VisionTransformer` (`visual.transformer.resblocks[i]`); forward() is the
 (unnormalised) image embedding, `encode_text` the text tower's embedding, for zero-shot labels.
@@ -7,6 +8,7 @@ Hook points are on the tower's `VisionTransformer` (`visual.transformer.resblock
 from __future__ import annotations
 
 import difflib
+import functools
 
 import open_clip
 import torch
@@ -33,7 +35,14 @@ def open_clip_preprocess(visual: VisionTransformer) -> Preprocess:
 class OpenClipViT(VisionModel):
     """Hook points on an open_clip CLIP model's VisionTransformer image tower: [cls][patches], no registers."""
 
-    def __init__(self, spec: str, module: nn.Module, model_name: str, preprocess: Preprocess | None = None):
+    def __init__(
+        self,
+        spec: str,
+        module: nn.Module,
+        model_name: str,
+        preprocess: Preprocess | None = None,
+        cache_dir: str | None = None,
+    ):
         visual = getattr(module, "visual", None)
         if not isinstance(visual, VisionTransformer):
             raise ValueError(
@@ -43,6 +52,7 @@ class OpenClipViT(VisionModel):
         if not visual.transformer.batch_first:
             raise ValueError(f"{spec!r}: only batch-first open_clip transformers are supported")
         self.spec, self.module, self.visual, self.model_name = spec, module, visual, model_name
+        self.cache_dir = cache_dir
         self.preprocess = preprocess or open_clip_preprocess(visual)
         rows, cols = visual.grid_size
         self.layout = TokenLayout(
@@ -58,11 +68,14 @@ class OpenClipViT(VisionModel):
     def output(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.module.encode_image(pixels)
 
+    @functools.cached_property
+    def tokenizer(self):
+        return open_clip.get_tokenizer(self.model_name, cache_dir=self.cache_dir)
+
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Text-tower embeddings [len(texts), embed_dim], comparable with forward()'s image embeddings."""
-        tokens = open_clip.get_tokenizer(self.model_name)(texts).to(self.device)
-        return self.module.encode_text(tokens)
+        return self.module.encode_text(self.tokenizer(texts).to(self.device))
 
     def _split_forward(self, block, q_x, fn: ActivationFn, k_x=None, v_x=None, attn_mask=None) -> torch.Tensor:
         """ResidualAttentionBlock.forward (self-attention) with fn applied between the two residual adds."""
@@ -106,4 +119,4 @@ def load_open_clip(spec: ModelSpec, weights: str | None) -> OpenClipViT:
     if weights is not None:
         state = read_state_dict(weights)
         load_weights(module.visual if "conv1.weight" in state else module, state, weights)
-    return OpenClipViT(spec.text, module, model_name)
+    return OpenClipViT(spec.text, module, model_name, cache_dir=spec.options.get("cache_dir"))
