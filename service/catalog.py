@@ -18,7 +18,7 @@ from eval.results import EvalResults
 from sae import SAE
 
 DICTIONARY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-LABEL_COLUMNS = ("text_label", "best_factor", "top_label")
+LABEL_COLUMNS = ("text_label", "best_factor", "top_label", "patch_top_label")
 SUMMARY_FIGURES = ("fvu", "mse", "cosine", "l0", "dead_fraction", "dense_10", "dense_1", "coverage_0_9", "n_tokens")
 MAX_LABELS = 500
 
@@ -38,9 +38,10 @@ class Dictionary:
     sae: SAE
     results: EvalResults
     cfg: dict
+    weights: str | None = None  # local model weights file, for models not loadable from their spec alone
 
     @classmethod
-    def load(cls, dictionary_id: str, path: Path) -> Dictionary:
+    def load(cls, dictionary_id: str, path: Path, weights: str | None = None) -> Dictionary:
         results = EvalResults.load(path)
         cfg = json.loads((path / "cfg.json").read_text())
         sae = SAE.load(path).eval()
@@ -49,7 +50,7 @@ class Dictionary:
                 f"{path}: eval results describe {results.n_features} latents but the SAE has {sae.cfg.d_sae}; "
                 f"re-run `visae eval {path} --store STORE`"
             )
-        return cls(id=dictionary_id, path=path, sae=sae, results=results, cfg=cfg)
+        return cls(id=dictionary_id, path=path, sae=sae, results=results, cfg=cfg, weights=weights)
 
     # -- summary -------------------------------------------------------------------------------------------
     def _meta(self, key: str, *cfg_keys: str) -> str | None:
@@ -276,8 +277,9 @@ class Catalog:
         self._by_id = {d.id: d for d in dictionaries}
 
     @classmethod
-    def load(cls, located: list[tuple[str, Path]]) -> Catalog:
-        """Load (name, folder) pairs; names become unique URL-safe ids."""
+    def load(cls, located: list[tuple[str, Path]], weights: str | None = None) -> Catalog:
+        """Load (name, folder) pairs; names become unique URL-safe ids. `weights` is a local model weights file
+        used for encoding (as `visae harvest --weights` took it)."""
         dictionaries, used = [], set()
         for name, path in located:
             base = slug(name)
@@ -285,7 +287,7 @@ class Catalog:
             while dictionary_id in used:
                 dictionary_id, n = f"{base}-{n}", n + 1
             used.add(dictionary_id)
-            dictionaries.append(Dictionary.load(dictionary_id, path))
+            dictionaries.append(Dictionary.load(dictionary_id, path, weights))
         return cls(dictionaries)
 
     def __iter__(self):

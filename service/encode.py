@@ -19,7 +19,7 @@ from service.errors import ApiError
 TOP_FEATURES = 16
 PATCH_TOP = 3
 
-_models: dict[str, tuple[VisionModel, threading.Lock]] = {}
+_models: dict[tuple[str, str | None], tuple[VisionModel, threading.Lock]] = {}
 _models_lock = threading.Lock()
 
 
@@ -29,15 +29,16 @@ def model_for(dictionary: Dictionary) -> tuple[VisionModel, threading.Lock]:
     spec = dictionary.model
     if not spec:
         raise ApiError(409, "no_model", f"{dictionary.id} does not record its model spec, so images cannot be encoded")
+    key = (spec, dictionary.weights)
     with _models_lock:
-        if spec not in _models:
+        if key not in _models:
             try:
-                _models[spec] = (load_model(spec), threading.Lock())
+                _models[key] = (load_model(spec, dictionary.weights), threading.Lock())
             except Exception as err:
                 raise ApiError(503, "model_unavailable",
                                f"the model {spec!r} could not be loaded ({err}); encoding needs its weights "
-                               "locally (library cache or the shipped toy model)") from None
-        return _models[spec]
+                               "locally (library cache, the shipped toy model, or `visae serve --weights`)") from None
+        return _models[key]
 
 
 @dataclass

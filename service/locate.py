@@ -23,7 +23,7 @@ def _local(path: Path) -> list[tuple[str, Path]]:
         raise FileNotFoundError(f"{path} is not a folder; pass an SAE folder (with cfg.json) or a folder of them")
     if (path / "cfg.json").is_file():
         _require_eval(path)
-        return [(path.name, path)]
+        return [(_name(path), path)]
     folders = sorted(p.parent for p in path.rglob("cfg.json") if EVAL_DIRNAME not in p.relative_to(path).parts[:-1])
     evaluated = [p for p in folders if EvalResults.exists(p)]
     for skipped in sorted(set(folders) - set(evaluated)):
@@ -32,6 +32,11 @@ def _local(path: Path) -> list[tuple[str, Path]]:
     if not evaluated:
         raise FileNotFoundError(f"no evaluated SAE folder under {path}; run `visae eval SAE_DIR --store STORE` first")
     return [("--".join(p.relative_to(path).parts), p) for p in evaluated]
+
+
+def _name(path: Path) -> str:
+    """A training run keeps its dictionary in RUN/sae: name it after the run."""
+    return path.parent.name if path.name == "sae" and path.parent.name else path.name
 
 
 def _require_eval(path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import uvicorn
 
@@ -15,12 +16,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8321
 
 
-def build_app(paths: list[str], limits: UploadLimits = UploadLimits()):
-    """The app serving every evaluated dictionary that `paths` name (folders, hub releases, org/name repos)."""
+def build_app(paths: list[str], limits: UploadLimits = UploadLimits(), weights: str | None = None):
+    """The app serving every evaluated dictionary that `paths` name (folders, hub releases, org/name repos).
+    `weights` is the local model weights file the dictionaries' activations were harvested with, if any."""
     if not paths:
         raise ValueError("name at least one dictionary: an SAE folder, a folder of them, or a hub release/repo id")
     located = [pair for spec in paths for pair in locate(spec)]
-    return create_app(Catalog.load(located), limits)
+    return create_app(Catalog.load(located, weights), limits)
 
 
 def url_for(host: str, port: int) -> str:
@@ -29,9 +31,11 @@ def url_for(host: str, port: int) -> str:
 
 
 def serve(paths: list[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          limits: UploadLimits = UploadLimits()) -> None:
+          limits: UploadLimits = UploadLimits(), weights: str | None = None) -> None:
     """Serve until interrupted. Binds loopback unless another `host` is asked for explicitly."""
-    app = build_app(paths, limits)
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights} does not exist; pass the file `visae harvest --weights` used")
+    app = build_app(paths, limits, weights)
     if not _is_loopback(host):
         print(f"visae serve: warning: listening on {host}, reachable from other machines", flush=True)
     print(f"visae serve: {len(app.state.catalog)} dictionar{'y' if len(app.state.catalog) == 1 else 'ies'} "

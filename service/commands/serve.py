@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    parser.add_argument("--weights", default=None,
+                        help="local model weights file the activations were harvested with (for encoding images)")
     parser.add_argument("--max-upload-bytes", type=int, default=UploadLimits.max_bytes,
                         help="largest accepted upload in bytes")
     parser.add_argument("--max-upload-pixels", type=int, default=UploadLimits.max_pixels,
@@ -29,4 +31,4 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if args.max_upload_bytes <= 0 or args.max_upload_pixels <= 0:
         raise ValueError("--max-upload-bytes and --max-upload-pixels must be positive")
-    serve(args.paths, args.host, args.port, UploadLimits(args.max_upload_bytes, args.max_upload_pixels))
+    serve(args.paths, args.host, args.port, UploadLimits(args.max_upload_bytes, args.max_upload_pixels), args.weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from activation_store.models.toy_release import write_toy_release
@@ -50,6 +51,7 @@ def train_toy(args: argparse.Namespace) -> int:
     cfg = load_train_config(args)
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got steps={cfg.steps}, batch_size={cfg.batch_size}")
+    torch.set_num_threads(cfg.threads)  # evaluation and probes too: one thread copes best with a busy CPU
     module, record = train_toy_vit(cfg)
     weights, card = write_toy_release(module, cfg, record, args.out, probe_images=args.probe_images)
     print(f"trained in {record['train_seconds'] / 60:.1f} min\nweights: {weights}\nmodel card: {card}")
