@@ -7,6 +7,7 @@ import json
 
 import open_clip
 import pytest
+import timm
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -183,17 +184,35 @@ def test_open_clip_checkpoint_full_and_image_tower_only(tmp_path, tiny_clip_spec
         assert torch.equal(load_model(tiny_clip_spec, weights=str(tmp_path / name))(x), source(x))
 
 
-def test_open_clip_hf_hub_pretrained_from_offline_cache(tmp_path, monkeypatch):
-    """The real `hf-hub:` path (config, preprocess and weights through huggingface_hub) from a local Hub cache."""
+def offline_hub_snapshot(cache_dir, repo_id, monkeypatch):
+    """An empty snapshot folder of `repo_id` in a Hugging Face cache, with the Hub client switched offline."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     revision = "0" * 40
-    repo = tmp_path / "models--visae--tiny-clip"
+    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(revision)
     snapshot = repo / "snapshots" / revision
     snapshot.mkdir(parents=True)
+    return snapshot
+
+
+def test_timm_pretrained_loads_through_the_hub_client(tmp_path, monkeypatch):
+    """`pretrained=True` (the default) goes through timm's own Hub download, here served from an offline cache."""
+    name = "deit_tiny_patch16_224.fb_in1k"
+    reference = timm.create_model(name, pretrained=False, depth=2).eval()
+    save_file(reference.state_dict(), offline_hub_snapshot(tmp_path, f"timm/{name}", monkeypatch) / "model.safetensors")
+    model = load_model(f"timm:{name},depth=2,cache_dir={tmp_path}")
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    assert model.weights_sha256 is None
+
+
+def test_open_clip_hf_hub_pretrained_from_offline_cache(tmp_path, monkeypatch):
+    """The real `hf-hub:` path (config, preprocess and weights through huggingface_hub) from a local Hub cache."""
+    snapshot = offline_hub_snapshot(tmp_path, "visae/tiny-clip", monkeypatch)
     preprocess_cfg = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.4, 0.3], "interpolation": "bilinear"}
     (snapshot / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": preprocess_cfg}))
     reference = open_clip.create_model("hf-hub:visae/tiny-clip", load_weights=False, cache_dir=str(tmp_path))
