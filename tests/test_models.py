@@ -127,6 +127,17 @@ def test_splice_is_seen_by_later_hooks(model):
     torch.testing.assert_close(cache["blocks.0.resid_post"], mid + cache["blocks.0.mlp_out"], rtol=0, atol=0)
 
 
+def test_nested_splices_compose():
+    model = load_model(DINO)
+    x = pixels(model)
+    with model.splice("blocks.1.attn_out", torch.zeros_like), model.splice("blocks.1.mlp_out", torch.zeros_like):
+        cache = model.run_with_cache(x, ["blocks.1.resid_pre", "blocks.1.resid_post"])
+    assert torch.equal(cache["blocks.1.resid_pre"], cache["blocks.1.resid_post"])  # the block became the identity
+    with model.splice("blocks.1.resid_mid", lambda act: act):
+        with pytest.raises(ValueError, match="already spliced"), model.splice("blocks.1.resid_mid", lambda act: act):
+            pass
+
+
 def test_preprocess_gives_model_input(model):
     image = Image.new("RGB", (97, 61), (200, 30, 90))
     x = model.preprocess(image)

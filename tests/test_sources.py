@@ -86,6 +86,7 @@ def test_exif_orientation_is_applied(tmp_path):
         ("notes.png", b"just some text, not pixels\n" * 10, "not an image"),
         ("truncated.jpg", None, "truncated or corrupt"),
         ("bomb.png", png_with_header_size(100_000, 100_000), "decompression bomb"),
+        ("big.png", png_with_header_size(10_000, 10_000), "10000x10000 = 100000000 pixels exceeds the limit"),
     ],
 )
 def test_broken_files_give_error_records(tmp_path, name, content, reason):

@@ -230,6 +230,9 @@ class VisionModel:
     def _splice_resid_mid(self, block: nn.Module, fn: ActivationFn) -> Iterator[None]:
         """Swap the block's forward for one that applies fn between its attention and MLP residual adds."""
 
+        if "forward" in vars(block):
+            raise ValueError("this block's resid_mid is already spliced; nest splices at different hook points")
+
         def forward(x, *args, **kwargs):
             return self._split_forward(block, x, fn, *args, **kwargs)
 

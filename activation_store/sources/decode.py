@@ -8,7 +8,6 @@ ImageRecord with `image=None` and a one-line `error`, never an exception.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,9 @@ from PIL import Image, ImageOps
 from activation_store.sources.base import ImageRecord
 
 MAX_PIXELS = 89_478_485
-"""Images with more pixels than this are refused as decompression bombs (PIL's own default limit)."""
+"""Images with more pixels than this are refused as decompression bombs: PIL's own default limit, above which it
+only warns (and raises at twice the limit). Checked from the header, before any pixel is decoded; no global
+warnings filter is touched, so decoding is safe from many threads."""
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
@@ -47,24 +48,23 @@ def decode_file(path: str | Path) -> Image.Image:
     """Open, validate and fully decode an image file as RGB; raises ValueError with the reason if it cannot."""
     if os.path.getsize(path) == 0:
         raise ValueError("zero-byte file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ValueError(
-                        f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the limit of "
-                        f"{MAX_PIXELS}"
-                    )
-                image.load()
-                return to_rgb(image)
-        except Image.UnidentifiedImageError as e:
-            raise ValueError("not an image (PIL cannot identify the file format)") from e
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ValueError(f"decompression bomb: {e}") from e
-        except (OSError, SyntaxError, EOFError) as e:
-            raise ValueError(f"truncated or corrupt image: {e}") from e
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ValueError(
+                    f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the limit of {MAX_PIXELS}"
+                )
+            image.load()
+            return to_rgb(image)
+    except Image.UnidentifiedImageError as e:
+        raise ValueError("not an image (PIL cannot identify the file format)") from e
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"decompression bomb: {e}") from e
+    except PermissionError as e:
+        raise ValueError(f"cannot read the file: {e}") from e
+    except (OSError, SyntaxError, EOFError) as e:
+        raise ValueError(f"truncated or corrupt image: {e}") from e
 
 
 def read_record(image_id: str, path: str | Path, label: int = -1) -> ImageRecord:
