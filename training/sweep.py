@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from training.data import BatchStream, mean_norm, open_store
 from training.frontier import plot_frontier
 from training.logger import RunLogger
 from training.metrics import log10_freq
+from training.sae_trainer import SAETrainer
 from training.trainer import (CONFIG_FILE, build_trainer, evaluate_many, resolve_device, sae_config,
                               store_metadata, training_metadata)
 
@@ -53,6 +55,9 @@ class SweepConfig(TrainConfig):
     """A TrainConfig (shared settings: store, hook, budget, batch, ...) plus the grid to cross."""
 
     grid: SweepGrid = field(default_factory=SweepGrid)
+    # SAEs stepped at once on a rank. torch releases the GIL inside its kernels, so on a CPU the
+    # SAEs' many partly serial ops (top-k, sorts, scatters, Adam) overlap; 1 steps them in turn.
+    member_threads: int = 2
 
     @property
     def run_dir(self) -> Path:
@@ -120,16 +125,18 @@ def sweep(cfg: SweepConfig) -> Path:
     bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", unit_scale=True, disable=not distributed.is_main(),
                desc=f"sweep of {len(members)} SAEs ({len(mine)} on rank {rank})", smoothing=0.05)
     x = first
+    pool = ThreadPoolExecutor(cfg.member_threads) if cfg.member_threads > 1 and len(trainers) > 1 else None
     for step in range(total_steps):
         if step:
             x = distributed.all_gather_rows(next(stream), shares)
-        for trainer in trainers.values():
-            trainer.step(x, step)
+        step_members(list(trainers.values()), x, step, pool)
         bar.update(cfg.batch_size)
         if (step + 1) % cfg.log_every_steps == 0 or step + 1 == total_steps:
             _log_members(logger, step + 1, members, trainers)
     bar.close()
     stream.close()
+    if pool is not None:
+        pool.shutdown()
 
     summaries = evaluate_many([t.sae for t in trainers.values()], cfg, store, device, cfg.seed + 1, gather=True)
     rows = []
@@ -146,6 +153,20 @@ def sweep(cfg: SweepConfig) -> Path:
     return sweep_dir
 
 
+def step_members(trainers: list[SAETrainer], x: torch.Tensor, step: int, pool: ThreadPoolExecutor | None = None) -> None:
+    """One optimizer step of every SAE on the same batch; several at once when given a thread pool.
+
+    Each SAE only reads `x` and touches its own parameters, so the steps are independent and each
+    SAE's result does not depend on the scheduling.
+    """
+    if pool is None:
+        for trainer in trainers:
+            trainer.step(x, step)
+        return
+    for future in [pool.submit(trainer.step, x, step) for trainer in trainers]:
+        future.result()
+
+
 def _start_member(member: TrainConfig, d_in: int, store, first_batch: torch.Tensor, norm: float,
                   total_steps: int, device: torch.device):
     """Create one SAE (seeded by the config alone, so it is the same on whichever rank owns it)."""
@@ -157,6 +178,8 @@ def _start_member(member: TrainConfig, d_in: int, store, first_batch: torch.Tens
 
 def _log_members(logger: RunLogger, step: int, members: list[TrainConfig], trainers: dict) -> None:
     """Gather every rank's window metrics to the main rank and log them as `<sae name>/<metric>`."""
+    for trainer in trainers.values():
+        trainer.refresh_dead()
     local = {members[i].run_name: {**t.metrics.flush(), "lr": t.lr()} for i, t in trainers.items()}
     merged = {f"{name}/{k}": v for part in distributed.all_gather_objects(local) for name, m in part.items()
               for k, v in m.items()}

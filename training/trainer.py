@@ -128,6 +128,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         done = step + 1
         if done % cfg.log_every_steps == 0 or done == total_steps or eval_metrics:
             trainer.sync_buffers()
+            trainer.refresh_dead()
             metrics = {**trainer.metrics.flush(all_ranks=trainer.data_parallel), **eval_metrics,
                        "lr": trainer.lr(), "tokens": done * cfg.batch_size}
             logger.log(done, metrics, None if freq is None else log10_freq(freq).cpu().numpy())
