@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -48,3 +50,26 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+class BackgroundServer:
+    """Serve an app from a thread (notebooks, tests, benchmarks): `with BackgroundServer(app) as url: ...`.
+
+    Port 0 picks a free port; `url` is the address actually bound."""
+
+    def __init__(self, app, host: str = DEFAULT_HOST, port: int = 0):
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="visae-serve", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server stopped while starting; see the log above")
+            time.sleep(0.02)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return url_for(host, port)
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

@@ -11,7 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors.numpy import load_file
-from service_dictionary import build_dictionaries
+from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures)
 from skimage import data as skdata
 
 from service.app import create_app
@@ -24,18 +24,6 @@ from service.uploads import UploadLimits
 pytestmark = pytest.mark.slow  # the shared dictionary is built through harvest, train and eval once per session
 
 LIMITS = UploadLimits(max_bytes=300_000, max_pixels=600_000)
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "service-dictionaries"
-    root.mkdir(exist_ok=True)
-    return build_dictionaries(root)
-
-
-@pytest.fixture(scope="session")
-def catalog(built):
-    return Catalog.load(locate(str(built.resid)) + locate(str(built.mlp)), weights=str(built.weights))
 
 
 @pytest.fixture(scope="session")
