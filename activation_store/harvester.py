@@ -53,7 +53,7 @@ def harvest(cfg: HarvestConfig) -> ActivationStore:
             store = open_or_create(cfg, attrs, model, source, hooks)
         _barrier(world)
         if rank != 0:
-            store = ActivationStore.open(cfg.out, cfg.storage_options)
+            store = ActivationStore.open(cfg.out, cfg.storage_options, mode="r+")
         done = store.done_mask()
         chunks = [k for k in range(store.n_chunks) if k % world == rank and not done[k]]
         if chunks:
