@@ -21,7 +21,7 @@ class BatchCode:
     def __init__(self, pre: torch.Tensor, k: int):
         batch, d_sae = pre.shape
         values, flat = pre.relu().reshape(-1).topk(k * batch, sorted=False)
-        flat, order = flat.sort()
+        flat, order = flat.sort(stable=True)
         self.values = values[order]
         self.rows = flat // d_sae
         self.latents = flat % d_sae

@@ -52,8 +52,9 @@ class SparseDecode(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_values = _sampled_dot(grad_out, offsets, latents, W_dec)
         if ctx.needs_input_grad[3]:
-            order = torch.argsort(latents)
-            offsets = _bag_offsets(latents[order], W_dec.shape[0])
+            # A stable sort of integer keys is a radix sort: fast even with many repeated latents.
+            sorted_latents, order = torch.sort(latents, stable=True)
+            offsets = _bag_offsets(sorted_latents, W_dec.shape[0])
             grad_W = F.embedding_bag(rows[order], grad_out, offsets, mode="sum", per_sample_weights=values[order])
         return grad_values, None, None, grad_W, None
 
