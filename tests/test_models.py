@@ -133,6 +133,10 @@ def test_nested_splices_compose():
     with model.splice("blocks.1.attn_out", torch.zeros_like), model.splice("blocks.1.mlp_out", torch.zeros_like):
         cache = model.run_with_cache(x, ["blocks.1.resid_pre", "blocks.1.resid_post"])
     assert torch.equal(cache["blocks.1.resid_pre"], cache["blocks.1.resid_post"])  # the block became the identity
+    for hook in ("blocks.0.mlp_hidden", "blocks.0.resid_mid"):
+        with pytest.raises(ValueError, match="must return a tensor of shape"):
+            with model.splice(hook, lambda act: act[:, 1:]):
+                model(x)
     with model.splice("blocks.1.resid_mid", lambda act: act):
         with pytest.raises(ValueError, match="already spliced"), model.splice("blocks.1.resid_mid", lambda act: act):
             pass
@@ -190,7 +194,8 @@ def test_open_clip_checkpoint_full_and_image_tower_only(tmp_path, tiny_clip_spec
     source = load_model(tiny_clip_spec)
     x = pixels(source)
     torch.save({"state_dict": source.module.state_dict()}, tmp_path / "clip.pt")
-    save_file({k: v.contiguous() for k, v in source.module.visual.state_dict().items()}, tmp_path / "visual.safetensors")
+    visual = {k: v.contiguous() for k, v in source.module.visual.state_dict().items()}
+    save_file(visual, tmp_path / "visual.safetensors")
     for name in ("clip.pt", "visual.safetensors"):
         assert torch.equal(load_model(tiny_clip_spec, weights=str(tmp_path / name))(x), source(x))
 
@@ -225,7 +230,8 @@ def test_open_clip_hf_hub_pretrained_from_offline_cache(tmp_path, monkeypatch):
     """The real `hf-hub:` path (config, preprocess and weights through huggingface_hub) from a local Hub cache."""
     snapshot = offline_hub_snapshot(tmp_path, "visae/tiny-clip", monkeypatch)
     preprocess_cfg = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.4, 0.3], "interpolation": "bilinear"}
-    (snapshot / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": preprocess_cfg}))
+    config = {"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": preprocess_cfg}
+    (snapshot / "open_clip_config.json").write_text(json.dumps(config))
     reference = open_clip.create_model("hf-hub:visae/tiny-clip", load_weights=False, cache_dir=str(tmp_path))
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, snapshot / "open_clip_model.safetensors")
 

@@ -23,7 +23,8 @@ def png_with_header_size(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    pixels = zlib.compress(b"\0" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
@@ -79,6 +80,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert decoded(tmp_path / "rotated.jpg").size == (10, 20)
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize(
     "name, content, reason",
     [
@@ -114,7 +116,8 @@ def test_missing_file_gives_error_record(tmp_path):
 @pytest.fixture
 def labelled_folder(tmp_path):
     root = tmp_path / "images"
-    for path, colour in [("dogs/b.png", "blue"), ("cats/x/a.jpg", "red"), ("cats/c.png", "green"), ("top.png", "white")]:
+    files = {"dogs/b.png": "blue", "cats/x/a.jpg": "red", "cats/c.png": "green", "top.png": "white"}
+    for path, colour in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (12, 9), colour).save(root / path)
     (root / "dogs" / "broken.jpg").write_bytes(b"")

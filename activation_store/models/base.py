@@ -88,6 +88,21 @@ class _StopForward(Exception):
     """Raised from the deepest hooked block so run_with_cache skips the rest of the network."""
 
 
+def _same_shape(name: str, fn: ActivationFn) -> ActivationFn:
+    """fn, refusing results that are not a tensor shaped like its input (a mistake would surface far away)."""
+
+    def checked(act: torch.Tensor) -> torch.Tensor:
+        out = fn(act)
+        if not isinstance(out, torch.Tensor) or out.shape != act.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"the function spliced at {name} must return a tensor of shape {tuple(act.shape)}, got {got}"
+            )
+        return out
+
+    return checked
+
+
 class VisionModel:
     """A vision transformer with named hook points (design.md §1) and its own preprocessing.
 
@@ -167,6 +182,7 @@ class VisionModel:
         `act` is [B, n_tokens, d]; fn returns a tensor of the same shape (it may change only some tokens).
         """
         name = self.canonical(hook)
+        fn = _same_shape(name, fn)
         if name.endswith(".resid_mid"):
             with self._splice_resid_mid(self._parts[hook_block(name)].block, fn):
                 yield
