@@ -344,6 +344,13 @@ def test_locate_refuses_folders_without_eval(tmp_path):
         locate(str(tmp_path))
 
 
+def test_hub_references_resolve_through_the_registry():
+    with pytest.raises(ValueError, match="known releases"):
+        locate("not-a-release")
+    with pytest.raises(ValueError, match="has no SAE 'nope'"):
+        locate("saev-dinov2-vitb14-in1k:nope")
+
+
 def test_cli_errors_are_clean(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert main(["serve", str(tmp_path), "--port", "70000"]) == 2
