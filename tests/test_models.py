@@ -59,6 +59,11 @@ def test_layouts():
     assert deit.layout.patch_indices[0] == 2 and deit.layout.n_tokens == 2 + 16  # token 1 is the distillation token
     with pytest.raises(ValueError, match="no register tokens"):
         deit.layout.indices("registers")
+    pooled = load_model("timm:vit_tiny_patch16_224,pretrained=false,img_size=32,depth=1,class_token=false,global_pool=avg")
+    assert pooled.layout.cls_index is None and pooled.layout.patch_indices == (0, 1, 2, 3)
+    assert pooled.run_with_cache(torch.zeros(1, 3, 32, 32), ["embed"])["embed"].shape == (1, 4, 192)
+    with pytest.raises(ValueError, match="no CLS token"):
+        pooled.layout.indices("cls")
 
 
 def test_capture_shapes_and_dims(model):
