@@ -1,0 +1,231 @@
+"""Publishing SAE folders to the Hugging Face Hub and downloading them again (design.md §4).
+
+A visae repo holds one folder per SAE id (e.g. `blocks.9.resid_post/topk-k32-x16/`), a README.md model
+card and `visae_manifest.json` with each SAE's figures and every file's sha256; all go up in one
+commit. Downloads go through `hf_hub_download` and the normal Hub cache (so `HF_HUB_OFFLINE=1` works
+from the cache) and are checked against the manifest. Releases in other formats (saev, ViT-Prisma)
+are converted once into a visae folder kept next to the Hub cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+from sae.converters import convert_prisma, convert_saev
+from sae.converters.hooks import saev_hook
+from sae.converters.safe_load import sha256_of
+from sae.file_format import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sae_folder
+from sae.model_card import render_model_card
+from sae.pretrained import PretrainedSAE, resolve
+
+MANIFEST_FILE = "visae_manifest.json"
+MANIFEST_FORMAT = "visae-hub-manifest/1"
+SAE_FILES = (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE)
+
+
+# ---- publishing ---------------------------------------------------------------------------------
+
+
+def default_sae_id(cfg: dict[str, Any]) -> str:
+    """`<hook>/<architecture>[-k<k>]-x<expansion>`, e.g. blocks.9.resid_post/topk-k32-x16."""
+    meta = cfg.get("metadata") or {}
+    trained = (meta.get("visae_training_config") or {}).get("architecture", cfg["architecture"])
+    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    width = f"x{d_sae // d_in}" if d_sae % d_in == 0 else f"n{d_sae}"
+    k = (meta.get("visae_training_config") or {}).get("k", cfg.get("k"))
+    name = f"{trained}-k{k}-{width}" if trained in ("topk", "batchtopk", "matryoshka_batchtopk") and k else f"{trained}-{width}"
+    return f"{meta.get('hook_name') or 'sae'}/{name}"
+
+
+def manifest_entry(folder: Path, sae_id: str) -> dict[str, Any]:
+    """Figures and file checksums of one validated SAE folder."""
+    cfg, _ = read_sae_folder(folder)
+    meta = cfg.get("metadata") or {}
+    summary_file = folder / "eval" / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    figure = lambda key: meta.get(key, summary.get(key))  # noqa: E731
+    files = {name: {"sha256": sha256_of(folder / name), "size": (folder / name).stat().st_size}
+             for name in SAE_FILES if (folder / name).is_file()}
+    return {
+        "path": sae_id,
+        "architecture": (meta.get("visae_training_config") or {}).get("architecture", cfg["architecture"]),
+        "file_architecture": cfg["architecture"],
+        "d_in": int(cfg["d_in"]),
+        "d_sae": int(cfg["d_sae"]),
+        "k": cfg.get("k"),
+        "model_name": meta.get("model_name"),
+        "hook_name": meta.get("hook_name"),
+        "token_kind": meta.get("token_kind"),
+        "fvu": figure("fvu"),
+        "l0": figure("l0"),
+        "dead_fraction": figure("dead_fraction"),
+        "training_tokens": meta.get("training_tokens"),
+        "files": files,
+    }
+
+
+def _existing_manifest(api: HfApi, repo_id: str, token: str | None) -> dict[str, Any]:
+    try:
+        path = hf_hub_download(repo_id, MANIFEST_FILE, token=token, endpoint=api.endpoint)
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+        return {"format": MANIFEST_FORMAT, "library": "visae", "saes": {}}
+    return json.loads(Path(path).read_text())
+
+
+def publish(
+    dirs: Iterable[str | Path],
+    repo_id: str,
+    sae_ids: list[str] | None = None,
+    base_model: str | None = None,
+    token: str | None = None,
+    private: bool = False,
+    commit_message: str | None = None,
+) -> str:
+    """Upload SAE folders to `repo_id` (created if needed) in one commit; returns the commit URL.
+
+    SAEs already in the repo's manifest are kept; an SAE id published again is replaced.
+    The token (else the usual HF_TOKEN / cached login) goes only to the Hub client.
+    """
+    dirs = [Path(d) for d in dirs]
+    if not dirs:
+        raise ValueError("give at least one SAE folder to publish")
+    if sae_ids is not None and len(sae_ids) != len(dirs):
+        raise ValueError(f"got {len(sae_ids)} SAE ids for {len(dirs)} folders; give one id per folder or none")
+    ids = sae_ids or [default_sae_id(read_sae_folder(d)[0]) for d in dirs]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"two folders map to the same SAE id ({ids}); pass explicit ids")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True, private=private)
+    manifest = _existing_manifest(api, repo_id, token)
+    with tempfile.TemporaryDirectory(prefix="visae-publish-") as staging:
+        staging = Path(staging)
+        for folder, sae_id in zip(dirs, ids):
+            manifest["saes"][sae_id] = manifest_entry(folder, sae_id)
+            (staging / sae_id).mkdir(parents=True)
+            for name in manifest["saes"][sae_id]["files"]:
+                shutil.copyfile(folder / name, staging / sae_id / name)
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (staging / "README.md").write_text(render_model_card(repo_id, manifest, base_model))
+        info = api.upload_folder(
+            repo_id=repo_id, folder_path=staging,
+            commit_message=commit_message or f"visae: publish {', '.join(ids)}",
+        )
+    return info.commit_url
+
+
+# ---- downloading --------------------------------------------------------------------------------
+
+
+def _hub_file(repo_id: str, filename: str, revision: str | None, token: str | None) -> Path:
+    """One file through the Hub cache, with errors that say what is wrong."""
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, token=token))
+    except RepositoryNotFoundError as err:
+        raise FileNotFoundError(
+            f"Hub repo {repo_id} not found (404), or it is private and no valid token was given"
+        ) from err
+    except RevisionNotFoundError as err:
+        raise FileNotFoundError(f"Hub repo {repo_id} has no revision {revision!r}") from err
+    except EntryNotFoundError as err:
+        raise FileNotFoundError(f"Hub repo {repo_id} has no file {filename}") from err
+
+
+def verify_checksum(path: Path, expected: str, what: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ValueError(
+            f"checksum mismatch for {what}: the manifest says sha256 {expected} but the file has {actual}; "
+            f"the repo or the cached copy ({path}) is corrupt — delete the cached file and download again"
+        )
+
+
+def download_visae(ref: PretrainedSAE, revision: str | None = None, token: str | None = None) -> Path:
+    """The cached folder of one SAE of a visae repo, every file checked against the manifest."""
+    manifest_path = _hub_file(ref.repo_id, MANIFEST_FILE, revision, token)
+    manifest = json.loads(manifest_path.read_text())
+    commit = manifest_path.parent.name  # snapshots/<commit>/: read every file from the same commit
+    entry = manifest.get("saes", {}).get(ref.sae_id)
+    if entry is None:
+        raise ValueError(f"{ref.repo_id} has no SAE {ref.sae_id!r}; it has {', '.join(sorted(manifest.get('saes', {})))}")
+    folder = None
+    for name, info in entry["files"].items():
+        try:
+            local = _hub_file(ref.repo_id, f"{entry['path']}/{name}", commit, token)
+        except FileNotFoundError as err:
+            raise ValueError(
+                f"{ref.repo_id} is incomplete: its manifest lists {entry['path']}/{name} but the repo lacks it "
+                "(an interrupted upload?); publish the SAE again"
+            ) from err
+        verify_checksum(local, info["sha256"], f"{ref.repo_id}/{entry['path']}/{name}")
+        folder = local.parent
+    return folder
+
+
+def converted_folder(source: Path) -> Path:
+    """Where the visae conversion of a foreign checkpoint is kept (keyed by the source's sha256)."""
+    return Path(hf_constants.HF_HUB_CACHE).parent / "visae-converted" / sha256_of(source)[:32]
+
+
+def _saev_manifest_entry(ref: PretrainedSAE, revision: str | None, token: str | None) -> dict[str, Any]:
+    lines = _hub_file(ref.repo_id, ref.manifest, revision, token).read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    for row in rows:
+        if row.get("path") in (ref.sae_id, f"{ref.sae_id}/sae.pt"):
+            return row
+    known = ", ".join(r["path"].removesuffix("/sae.pt") for r in rows)
+    raise ValueError(f"{ref.repo_id} has no SAE {ref.sae_id!r}; its {ref.manifest} lists {known}")
+
+
+def _prisma_files(ref: PretrainedSAE, revision: str | None, token: str | None) -> tuple[Path, Path]:
+    if ref.path:
+        return _hub_file(ref.repo_id, ref.path, revision, token), _hub_file(ref.repo_id, "config.json", revision, token)
+    snapshot = Path(snapshot_download(ref.repo_id, revision=revision, token=token, allow_patterns=["*.pt", "config.json"]))
+    weights = sorted(snapshot.glob("*.pt"))
+    if len(weights) != 1:
+        raise ValueError(f"{ref.repo_id} holds {len(weights)} .pt files; name the one to use in the registry entry")
+    return weights[0], snapshot / "config.json"
+
+
+def download_foreign(ref: PretrainedSAE, revision: str | None = None, token: str | None = None) -> Path:
+    """Download a saev or ViT-Prisma SAE and convert it (once) into a visae folder."""
+    if ref.format == "saev":
+        hook = ref.hook_name
+        if ref.manifest:
+            row = _saev_manifest_entry(ref, revision, token)
+            source = _hub_file(ref.repo_id, row["path"], revision, token)
+            verify_checksum(source, row["sha256"], f"{ref.repo_id}/{row['path']}")
+            hook = hook or saev_hook(row["layer"])
+            path = row["path"]
+        else:
+            path = ref.path or "sae.pt"
+            source = _hub_file(ref.repo_id, path, revision, token)
+        convert = lambda: convert_saev(source, hook_name=hook, model_name=ref.model,  # noqa: E731
+                                       source=f"hf://{ref.repo_id}/{path}")
+    else:
+        source, config = _prisma_files(ref, revision, token)
+        convert = lambda: convert_prisma(source, config, hook_name=ref.hook_name, model_name=ref.model,  # noqa: E731
+                                         source=f"hf://{ref.repo_id}/{source.name}")
+    out = converted_folder(source)
+    if not (out / CFG_FILE).is_file():
+        sae = convert()
+        sae.cfg.metadata["conversion"]["release"] = ref.release
+        sae.save(out)
+    return out
+
+
+def download_sae(release_or_repo_id: str, sae_id: str, revision: str | None = None, token: str | None = None) -> Path:
+    """Local folder (visae format) of one SAE of a registry release or an `org/name` visae repo."""
+    ref = resolve(release_or_repo_id, sae_id)
+    if ref.format == "visae":
+        return download_visae(ref, revision, token)
+    return download_foreign(ref, revision, token)
+
+
