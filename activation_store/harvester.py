@@ -41,9 +41,11 @@ from activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, i
 SCAN_BLOCK = 256
 
 
-def harvest(cfg: HarvestConfig) -> ActivationStore:
-    """Run (or resume) a harvest and return the complete store."""
-    model = load_model(cfg.model, cfg.weights, device=cfg.device)
+def harvest(cfg: HarvestConfig, model: VisionModel | None = None) -> ActivationStore:
+    """Run (or resume) a harvest and return the complete store.
+
+    `model` may be passed already loaded (it must be the one `cfg.model` and `cfg.weights` name)."""
+    model = model or load_model(cfg.model, cfg.weights, device=cfg.device)
     hooks = list(dict.fromkeys(model.canonical(h) for h in cfg.hooks))
     token_index = model.layout.indices(cfg.tokens)
     source = open_source(cfg.images)

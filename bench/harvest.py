@@ -1,0 +1,94 @@
+"""Harvest throughput with 4 hook points written, against the bare forward pass (issue 2 target: >= 0.9x).
+
+Both use the same random-init model (ViT-B/16 at 224 px by default), batch size and torch thread count, in this
+one run. The harvest is end to end from a folder of JPEGs (scan, store creation, decoding threads, one forward
+pass per batch, Zarr writes); the bare forward pass runs on batches already decoded in memory. Prints one JSON
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from activation_store.harvest_config import HarvestConfig
+from activation_store.harvester import harvest
+from activation_store.models import load_model
+from activation_store.sources import open_source
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry")
+
+
+def write_jpegs(folder: Path, n: int, seed: int = 0) -> None:
+    """n photo crops of 256-320 px, as a user's image folder would hold."""
+    rng = np.random.default_rng(seed)
+    photos = [getattr(skdata, name)() for name in PHOTOS]
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        side = int(rng.integers(256, 321))
+        y, x = (int(rng.integers(0, max(1, s - side))) for s in photo.shape[:2])
+        crop = Image.fromarray(photo[y:y + side, x:x + side]).convert("RGB").resize((side, side))
+        crop.save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def bare_forward(model, batches: list[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    with torch.no_grad():
+        for pixels in batches:
+            model.module(pixels)
+    return sum(b.shape[0] for b in batches) / (time.perf_counter() - start)
+
+
+def harvested(model, cfg: HarvestConfig) -> float:
+    start = time.perf_counter()
+    store = harvest(cfg, model)
+    return store.n_images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="timm:vit_base_patch16_224,pretrained=false")
+    parser.add_argument("--n-images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    model = load_model(args.model, device=args.device)
+    hooks = [f"blocks.{i}.resid_post" for i in np.linspace(2, model.n_blocks - 1, 4).round().astype(int)]
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp) / "images"
+        images.mkdir()
+        write_jpegs(images, args.n_images)
+        source = open_source(str(images))
+        pixels = model.preprocess.batch([source[i].image for i in range(args.n_images)]).to(args.device)
+        batches = list(torch.split(pixels, args.batch_size))
+        bare_forward(model, batches[:1])  # warm-up
+        forward_rates, harvest_rates = [], []
+        for r in range(args.repeats):  # interleaved, so background load hits both alike
+            forward_rates.append(bare_forward(model, batches))
+            cfg = HarvestConfig(out=f"{tmp}/store{r}.zarr", model=args.model, images=str(images), hooks=hooks,
+                                batch_size=args.batch_size, device=args.device, progress=False)
+            harvest_rates.append(harvested(model, cfg))
+        store_bytes = sum(f.stat().st_size for f in Path(f"{tmp}/store0.zarr").rglob("*") if f.is_file())
+    forward, harvest_rate = float(np.median(forward_rates)), float(np.median(harvest_rates))
+    print(json.dumps({
+        "bench": "harvest", "model": args.model, "device": args.device, "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size, "n_images": args.n_images, "hooks": hooks, "dtype": "float16",
+        "forward_images_per_s": round(forward, 3), "harvest_images_per_s": round(harvest_rate, 3),
+        "ratio": round(harvest_rate / forward, 3), "target_ratio": 0.9,
+        "forward_runs": [round(x, 3) for x in forward_rates], "harvest_runs": [round(x, 3) for x in harvest_rates],
+        "store_mb": round(store_bytes / 2**20, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
