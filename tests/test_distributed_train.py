@@ -20,13 +20,30 @@ from training.synthetic import synthetic_store
 REPO = Path(__file__).parents[1]
 
 
-def run_visae(args: list[str], nproc: int = 1) -> None:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+# `visae train|sweep ...` with only that sub-command registered: the full CLI imports every command's
+# module (the model zoo, the server), which costs tens of seconds per process on a busy CPU.
+COMMAND = """import argparse, importlib, sys
+parser = argparse.ArgumentParser(prog="visae")
+importlib.import_module("service.commands." + sys.argv[1]).register(parser.add_subparsers())
+args = parser.parse_args(sys.argv[1:])
+sys.exit(args.func(args) or 0)
+"""
+
+
+def visae_command(args: list[str], tmp_path: Path, nproc: int = 1, wait: bool = True):
+    """Run `visae ARGS` in a fresh process (under torchrun with `nproc` > 1); returns the Popen."""
+    script = tmp_path / "visae_command.py"
+    script.write_text(COMMAND)
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": str(REPO)}
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
                 if nproc > 1 else [sys.executable])
-    proc = subprocess.run([*launcher, "-m", "service.cli", *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=400)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = subprocess.Popen([*launcher, str(script), *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    if wait:
+        _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-4000:]
+    return proc
 
 
 @pytest.mark.slow
@@ -38,8 +55,8 @@ def test_two_rank_data_parallel_matches_single_process(tmp_path):
            "checkpoint_every_steps": 50, "eval_tokens": 4096, "wandb_mode": "disabled", "out_dir": str(tmp_path)}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    run_visae(["train", str(path), "--set", "run_name=dp"], nproc=2)
-    run_visae(["train", str(path), "--set", "run_name=single"])
+    visae_command(["train", str(path), "--set", "run_name=dp"], tmp_path, nproc=2)
+    visae_command(["train", str(path), "--set", "run_name=single"], tmp_path)
 
     dp, single = read_log(tmp_path / "dp"), read_log(tmp_path / "single")
     assert [r["step"] for r in dp] == [r["step"] for r in single]

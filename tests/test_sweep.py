@@ -8,7 +8,7 @@ from training.distributed import assign_balanced
 from training.sweep import expand_grid, load_sweep_config, read_results, sweep
 from training.synthetic import synthetic_store
 
-from test_distributed_train import run_visae  # noqa: E402  (tests/ is on sys.path under pytest)
+from test_distributed_train import visae_command  # noqa: E402  (tests/ is on sys.path under pytest)
 
 HOOK = "blocks.0.resid_post"
 GRID = ["grid.architecture=[topk,standard]", "grid.k=[2,4]", "grid.expansion_factor=[2,3]"]
@@ -62,7 +62,7 @@ def test_one_pass_writes_table_plot_and_dictionaries(single):
 
 @pytest.mark.slow
 def test_two_rank_sharded_sweep_trains_each_sae_once_like_one_process(single, store, tmp_path):
-    run_visae(["sweep", *[a for o in _overrides(store, tmp_path, "sharded") for a in ("--set", o)]], nproc=2)
+    visae_command(["sweep", *[a for o in _overrides(store, tmp_path, "sharded") for a in ("--set", o)]], tmp_path, nproc=2)
     sharded = {r["name"]: r for r in read_results(tmp_path / "sharded")}
     reference = {r["name"]: r for r in read_results(single)}
     assert sharded.keys() == reference.keys()

@@ -41,7 +41,7 @@ def test_topk_run_writes_a_loadable_dictionary_with_metadata_and_logs(store, tmp
 
     log = read_log(tmp_path / "topk")
     assert [r["step"] for r in log][:3] == [10, 20, 25]
-    assert {"loss", "loss/fvu", "loss/auxk", "fvu_batch", "l0", "dead_fraction", "lr", "tokens"} <= set(log[0])
+    assert {"loss", "loss/fvu", "fvu_batch", "l0", "dead_fraction", "lr", "tokens"} <= set(log[0])
     evals = [r for r in log if "eval/fvu" in r]
     assert evals and sum(evals[-1]["firing_hist"]["counts"]) == 128
     assert log[-1]["loss"] < log[0]["loss"]

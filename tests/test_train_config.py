@@ -1,9 +1,11 @@
 """Training config: YAML + --set overrides, recipe defaults, clear refusals (bad fields, changed resume)."""
 
+import argparse
+
 import pytest
 import yaml
 
-from service.cli import main
+from service.commands.train import register
 from training.config import TrainConfig, default_lr, load_config, resolve_defaults
 from training.schedule import sparsity_scale, warmup_decay
 from training.synthetic import synthetic_store
@@ -101,8 +103,18 @@ def test_resume_refuses_changed_config_and_store(stores, tmp_path):
     assert resume(run_dir, ["wandb_mode=disabled"]).joinpath("cfg.json").exists()
 
 
-def test_cli_reports_errors_with_exit_code_2(stores, tmp_path, capsys):
-    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
-    assert "not a visae training run" in capsys.readouterr().err
-    assert main(["train", "--set", f"store={stores[0].path}", "--set", "hook=blocks.9.mlp_out"]) == 2
-    assert "has no hook 'blocks.9.mlp_out'" in capsys.readouterr().err
+def _command(argv):
+    """`visae train ARGV` through its own sub-command parser (the full CLI imports every command's module)."""
+    parser = argparse.ArgumentParser(prog="visae")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train", *argv])
+    return args.func(args)
+
+
+def test_command_errors_name_the_problem(stores, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a visae training run"):
+        _command(["--resume", str(tmp_path / "nothing")])
+    with pytest.raises(ValueError, match="has no hook 'blocks.9.mlp_out'"):
+        _command(["--set", f"store={stores[0].path}", "--set", "hook=blocks.9.mlp_out"])
+    with pytest.raises(ValueError, match="give a config file"):
+        _command([])

@@ -1,15 +1,13 @@
 """Kill -9 a training process mid-run, resume it, and get bit-identical weights (CPU)."""
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from test_distributed_train import visae_command  # noqa: E402  (tests/ is on sys.path under pytest)
 from training.synthetic import synthetic_store
 
 HOOK = "blocks.0.resid_post"
@@ -25,27 +23,15 @@ def _config(tmp_path: Path, store: Path, out_dir: str) -> Path:
     return path
 
 
-def _visae(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env, cwd=Path(__file__).parents[1],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc: subprocess.Popen) -> str:
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    return out
-
-
 @pytest.mark.slow
 def test_kill9_then_resume_is_bit_identical(tmp_path):
     store = tmp_path / "store.zarr"
     synthetic_store(str(store), d=32, n_images=64)
-    _finish(_visae("train", str(_config(tmp_path, store, "straight"))))
+    visae_command(["train", str(_config(tmp_path, store, "straight"))], tmp_path)
 
     killed_cfg = _config(tmp_path, store, "killed")
     run_dir = tmp_path / "killed" / "run"
-    proc = _visae("train", str(killed_cfg))
+    proc = visae_command(["train", str(killed_cfg)], tmp_path, wait=False)
     deadline = time.time() + 240
     while not (run_dir / "checkpoint.pt").exists():
         assert proc.poll() is None, "the run ended before its first checkpoint"
@@ -56,7 +42,7 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
     proc.wait()
     assert not (run_dir / "sae" / "cfg.json").exists(), "the run finished before it was killed"
 
-    _finish(_visae("train", "--resume", str(run_dir)))
+    visae_command(["train", "--resume", str(run_dir)], tmp_path)
     straight = (tmp_path / "straight" / "run" / "sae" / "sae_weights.safetensors").read_bytes()
     resumed = (run_dir / "sae" / "sae_weights.safetensors").read_bytes()
     assert resumed == straight

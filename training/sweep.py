@@ -15,7 +15,7 @@ import csv
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -70,7 +70,7 @@ def load_sweep_config(path: str | os.PathLike | None = None, overrides: list[str
 
 def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:
     """One TrainConfig per distinct grid point (k is ignored off the TopK family, the coefficient on it)."""
-    base = TrainConfig(**{k: v for k, v in asdict(cfg).items() if k != "grid"})
+    base = TrainConfig(**{f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
     g = cfg.grid
     widths = [("d_sae", w) for w in g.d_sae] or [("expansion_factor", e) for e in g.expansion_factor]
     members, seen = [], set()
