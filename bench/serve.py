@@ -54,7 +54,8 @@ def request_mix(catalog, n: int) -> list[tuple[str, str, str, dict]]:
         ("feature_json", lambda i: ("GET", f"{base}/features/{features[i % len(features)]}", {})),
         ("heatmap_png", lambda i: ("GET", f"{base}/features/{features[i % 40]}/top/{i % 4}.png", {})),
         ("feature_page_html", lambda i: ("GET", f"/d/{dictionary.id}/features/{features[i % 40]}", {})),
-        ("encode_upload", lambda i: ("POST", f"{base}/encode", {"files": {"file": ("p.png", photo_png(i), "image/png")}})),
+        ("encode_upload", lambda i: ("POST", f"{base}/encode",
+                                     {"files": {"file": ("p.png", photo_png(i), "image/png")}})),
         ("encode_store", lambda i: ("GET", f"{base}/images/{images[i % len(images)]}/encode", {})),
     ]
     return [(name, *make(i)) for i in range(n) for name, make in [kinds[i % len(kinds)]]]
@@ -114,7 +115,8 @@ def main() -> None:
         warm = asyncio.run(run_load(url, request_mix(catalog, 14), 2))[0]  # loads the model, fills first caches
         results, wall = asyncio.run(run_load(url, request_mix(catalog, args.requests), args.concurrency))
         cache = cold_vs_cached(url, catalog)
-    kinds = {kind: percentiles([s for k, s, _ in results if k == kind]) for kind in dict.fromkeys(k for k, _, _ in results)}
+    names = dict.fromkeys(kind for kind, _, _ in results)
+    kinds = {name: percentiles([s for kind, s, _ in results if kind == name]) for name in names}
     static_p50 = kinds["static"]["p50_ms"]
     print(json.dumps({
         "requests": len(results), "concurrency": args.concurrency,

@@ -55,8 +55,14 @@ def create_app(catalog: Catalog, limits: UploadLimits = UploadLimits()) -> FastA
     return app
 
 
+@lru_cache(maxsize=None)
+def _page_text(name: str) -> str:
+    return (WEB / f"{name}.html").read_text(encoding="utf-8")
+
+
 def _page(name: str) -> HTMLResponse:
-    return HTMLResponse((WEB / f"{name}.html").read_text(encoding="utf-8"))
+    """The page shell; its script fetches the page's JSON counterpart."""
+    return HTMLResponse(_page_text(name))
 
 
 def _add_pages(app: FastAPI, find, find_feature) -> None:
@@ -142,7 +148,8 @@ def _add_api(app: FastAPI, catalog: Catalog, find, find_feature, limits: UploadL
 
     @app.post("/api/dictionaries/{dictionary_id}/encode", tags=["encode"],
               summary="Encode an uploaded image: top features with patch heatmaps, per-patch top features")
-    def encode_upload(dictionary_id: DictId, file: Annotated[UploadFile, File(description="PNG/JPEG/WebP/GIF/BMP")]) -> dict:
+    def encode_upload(dictionary_id: DictId,
+                      file: Annotated[UploadFile, File(description="PNG, JPEG, WebP, GIF or BMP")]) -> dict:
         dictionary = find(dictionary_id)
         data = file.file.read(limits.max_bytes + 1)
         image = decode_upload(data, file.content_type, limits)

@@ -64,13 +64,15 @@ def encode_image(dictionary: Dictionary, image: Image.Image) -> Encoding:
     if kind in ("patches", "all") and layout.grid[0] * layout.grid[1] > 0:
         rows, cols = layout.grid
         patch_acts = codes[torch.as_tensor(layout.indices("patches"))].reshape(rows, cols, -1).numpy()
-    return Encoding(pixels=np.asarray(shown.convert("RGB"), dtype=np.uint8), image_acts=image_acts, patch_acts=patch_acts)
+    return Encoding(pixels=np.asarray(shown.convert("RGB"), dtype=np.uint8), image_acts=image_acts,
+                    patch_acts=patch_acts)
 
 
 def encoding_json(dictionary: Dictionary, encoding: Encoding, source: dict) -> dict:
     """The encode answer: top features (with per-patch heatmaps) and each patch's top features."""
     acts = encoding.image_acts
-    order = [int(i) for i in np.argsort(-acts, kind="stable")[:TOP_FEATURES] if acts[i] > 0]
+    top_values, top_indices = torch.from_numpy(acts).topk(min(TOP_FEATURES, acts.size))
+    order = [int(i) for v, i in zip(top_values.tolist(), top_indices.tolist()) if v > 0]
     patches = encoding.patch_acts
     top = [{"feature": f, "activation": round(float(acts[f]), 5), "label": dictionary.short_label(f),
             "page": f"/d/{dictionary.id}/features/{f}",
@@ -84,15 +86,15 @@ def encoding_json(dictionary: Dictionary, encoding: Encoding, source: dict) -> d
         "grid": None if patches is None else list(patches.shape[:2]),
         "n_active": int((acts > 0).sum()),
         "top_features": top,
-        "patches": None if patches is None else _patch_tops(dictionary, patches),
+        "patches": None if patches is None else _patch_tops(patches),
     }
 
 
-def _patch_tops(dictionary: Dictionary, patches: np.ndarray) -> list[list[list[dict]]]:
-    rows, cols, _ = patches.shape
-    best = np.argsort(-patches, axis=-1, kind="stable")[..., :PATCH_TOP]
-    return [[[{"feature": int(f), "activation": round(float(patches[r, c, f]), 4)}
-              for f in best[r, c] if patches[r, c, f] > 0] for c in range(cols)] for r in range(rows)]
+def _patch_tops(patches: np.ndarray) -> list[list[list[dict]]]:
+    values, indices = torch.from_numpy(np.ascontiguousarray(patches)).topk(min(PATCH_TOP, patches.shape[-1]), dim=-1)
+    return [[[{"feature": int(f), "activation": round(float(v), 4)} for v, f in zip(vs, fs) if v > 0]
+             for vs, fs in zip(row_values.tolist(), row_indices.tolist())]
+            for row_values, row_indices in zip(values, indices)]
 
 
 def _data_url(pixels: np.ndarray) -> str:

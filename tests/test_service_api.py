@@ -91,7 +91,8 @@ def test_features_default_to_rank_order(client, catalog):
 
 def test_features_sort_by_any_score_both_ways(client):
     desc = [f["freq"] for f in client.get("/api/dictionaries/resid/features?sort=freq&limit=500").json()["features"]]
-    asc = [f["freq"] for f in client.get("/api/dictionaries/resid/features?sort=freq&order=asc&limit=500").json()["features"]]
+    url = "/api/dictionaries/resid/features?sort=freq&order=asc&limit=500"
+    asc = [f["freq"] for f in client.get(url).json()["features"]]
     assert desc == sorted(desc, reverse=True) and asc == sorted(asc)
 
 
@@ -272,6 +273,12 @@ def test_upload_byte_limit(client):
     assert_error(encode(client, payload), 413, "too_large")  # checked by the decoder
     big = payload * 2
     assert_error(encode(client, big), 413, "too_large")  # refused from Content-Length before parsing
+
+
+def test_uploads_of_unknown_length_are_refused(client):
+    chunked = client.post("/api/dictionaries/resid/encode", content=iter([b"--x\r\n", b"data"]),
+                          headers={"content-type": "multipart/form-data; boundary=x"})
+    assert_error(chunked, 411, "length_required")
 
 
 def test_upload_pixel_limit_and_decompression_bombs(client, catalog):

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
-from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures)
+from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures: catalog needs built)
 from skimage import data as skdata
 
 from service.app import create_app
@@ -94,10 +94,12 @@ def test_feature_page_shows_loaded_image_grid(page, base_url, catalog):
     page.wait_for_url(f"{base_url}/d/resid/features/{feature}")
     page.wait_for_selector("body[data-ready]")
     sizes = page.eval_on_selector_all("#top img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
-    thumb = Image.open(catalog.get("resid").results.thumb_path(catalog.get("resid").feature_detail(feature)["top"][0]["image"]))
-    assert len(sizes) == len(catalog.get("resid").feature_detail(feature)["top"]) > 0
+    top = catalog.get("resid").feature_detail(feature)["top"]
+    thumb = Image.open(catalog.get("resid").results.thumb_path(top[0]["image"]))
+    assert len(sizes) == len(top) > 0
     assert all(done and (w, h) == thumb.size for done, w, h in sizes)
-    page.wait_for_function("[...document.querySelectorAll('#quantiles img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#quantiles img')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("#histogram svg rect.bar").count() > 0
     assert page.locator("#similar li").count() == 12
     assert page.locator("#neurons-section").is_hidden()

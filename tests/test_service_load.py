@@ -8,7 +8,7 @@ import io
 import httpx
 import pytest
 from PIL import Image
-from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures)
+from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures: catalog needs built)
 from skimage import data as skdata
 
 from service.app import create_app

@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "serve", help="serve dictionaries and their evaluation results in a web UI",
         description="Serve evaluated SAE dictionaries: feature browser, feature pages, image encoding, JSON API.")
     parser.add_argument("paths", nargs="+", metavar="DICTIONARY",
-                        help="an SAE folder with eval results, a folder of them, a hub release name or an org/name repo")
+                        help="an SAE folder with eval results, a folder of them, or on the Hub "
+                             "RELEASE[:SAE_ID] / ORG/NAME[:SAE_ID]")
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"interface to bind (default {DEFAULT_HOST}: this machine only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
