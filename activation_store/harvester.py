@@ -20,6 +20,7 @@ k with k % world_size == rank (disjoint, chunk-aligned, on a preallocated store:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -71,8 +72,8 @@ def store_attrs(cfg: HarvestConfig, model: VisionModel, source: ImageSource, hoo
                 token_index: list[int]) -> dict:
     """The store's group attributes (JSON-normalised); `IDENTITY_KEYS` among them decide whether a rerun may resume."""
     return json.loads(json.dumps({
-        "model": {"spec": model.spec, "weights_sha256": model.weights_sha256, "n_blocks": model.n_blocks,
-                  "d_model": model.d_model, "layout": model.layout.to_dict()},
+        "model": {"spec": model.spec, "weights_sha256": model.weights_sha256, "state_sha256": state_sha256(model),
+                  "n_blocks": model.n_blocks, "d_model": model.d_model, "layout": model.layout.to_dict()},
         "preprocess": model.preprocess.to_dict(),
         "source": {"spec": source.spec, "fingerprint": source.fingerprint(), "label_names": source.label_names,
                    "factor_names": list(source.factor_names),
@@ -88,6 +89,16 @@ def store_attrs(cfg: HarvestConfig, model: VisionModel, source: ImageSource, hoo
         "n_images_requested": cfg.n_images,
         "bad_files": cfg.bad_files,
     }))
+
+
+def state_sha256(model: VisionModel) -> str:
+    """Hash of the weights actually in the model, so that even library or random-init weights that no file
+    names are told apart: a resume never mixes activations of two different models."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def open_or_create(cfg: HarvestConfig, attrs: dict, model: VisionModel, source: ImageSource,

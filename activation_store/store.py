@@ -58,9 +58,10 @@ def resolve_storage_options(path: str, storage_options: dict | None) -> dict | N
     return options
 
 
-def open_group(path: str, mode: str, storage_options: dict | None = None) -> zarr.Group:
+def open_group(path: str, mode: str, storage_options: dict | None = None, attributes: dict | None = None
+               ) -> zarr.Group:
     return zarr.open_group(str(path), mode=mode, storage_options=resolve_storage_options(path, storage_options),
-                           zarr_format=3)
+                           zarr_format=3, attributes=attributes)
 
 
 def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -133,8 +134,7 @@ class ActivationStore:
         full_attrs = {**attrs, "format": FORMAT, "format_version": FORMAT_VERSION, "n_images": n_images,
                       "fingerprint": fingerprint_of({**identity, "n_images": n_images}), "complete": False,
                       "initialized": False, "stats": {}}
-        group = open_group(path, "w", storage_options)
-        group.attrs.update(full_attrs)
+        group = open_group(path, "w", storage_options, attributes=full_attrs)
         compressors = ZstdCodec(level=3) if compression == "zstd" else None
         for hook, d in hook_dims.items():
             arr = group.create_array(f"acts/{hook}", shape=(n_images, n_tokens, d), chunks=(chunk, n_tokens, d),

@@ -153,3 +153,9 @@ def test_bad_settings_get_clear_errors(weights, tmp_path, capsys):
     assert main(["harvest", "--model", TINY_SPEC, "--weights", weights, "--hooks", "blocks.9.resid_post",
                  "--out", str(tmp_path / "s.zarr"), "progress=false"]) == 2
     assert "unknown hook point 'blocks.9.resid_post'" in capsys.readouterr().err
+
+
+def test_two_random_inits_of_one_spec_are_different_models(tmp_path):
+    harvest(config(None, tmp_path / "s.zarr", images="shapes:n=4,seed=0,size=32"))
+    with pytest.raises(ValueError, match="refusing to resume.*model: store has"):
+        harvest(config(None, tmp_path / "s.zarr", images="shapes:n=4,seed=0,size=32"))
