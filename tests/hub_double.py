@@ -70,6 +70,16 @@ class HubDouble:
     def files(self, repo_id: str) -> dict[str, bytes]:
         return {path: f.data for path, f in self.repos[repo_id].commits[-1][1].items()}
 
+    def add_repo(self, repo_id: str, files: dict[str, bytes]) -> None:
+        """Create a repo with one commit holding `files` (as someone else's upload would)."""
+        stored = {p: StoredFile(d, lfs=p.endswith(LFS_SUFFIXES)) for p, d in files.items()}
+        with self.lock:
+            self.repos[repo_id] = Repo([(self._commit_sha(repo_id, stored, 0), stored)])
+
+    def copy_repo(self, source: str, target: str) -> None:
+        with self.lock:
+            self.repos[target] = Repo(list(self.repos[source].commits))
+
     def rewrite(self, repo_id: str, path: str, data: bytes | None) -> None:
         """Replace (or with None delete) one file in a new commit, as a broken or partial upload would."""
         with self.lock:
