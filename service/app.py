@@ -26,6 +26,7 @@ DictId = Annotated[str, PathParam(pattern=DICTIONARY_ID.pattern, description="a 
 FeatureId = Annotated[int, PathParam(ge=0, description="latent index, 0..d_sae-1")]
 ImageId = Annotated[int, PathParam(ge=0, description="store image index with a thumbnail")]
 PNG_CACHE = {"Cache-Control": "public, max-age=3600"}
+SORT_HELP = "any numeric column, e.g. rank, score, freq (default: rank; feature when not evaluated)"
 
 
 def create_app(catalog: Catalog, limits: UploadLimits = UploadLimits()) -> FastAPI:
@@ -103,7 +104,7 @@ def _add_api(app: FastAPI, catalog: Catalog, find, find_feature, limits: UploadL
              summary="Feature browser: sorted by rank or any score, filtered by label, searched by text")
     def list_features(
         dictionary_id: DictId,
-        sort: Annotated[str, Query(max_length=64, description="any numeric column, e.g. rank, score, freq")] = "rank",
+        sort: Annotated[str | None, Query(max_length=64, description=SORT_HELP)] = None,
         order: Literal["asc", "desc"] | None = None,
         label: Annotated[str | None, Query(max_length=200, description="exact label value")] = None,
         q: Annotated[str | None, Query(max_length=200, description="substring of any label")] = None,
@@ -111,7 +112,8 @@ def _add_api(app: FastAPI, catalog: Catalog, find, find_feature, limits: UploadL
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict:
         dictionary = find(dictionary_id)
-        descending = (order or ("asc" if sort == "rank" else "desc")) == "desc"
+        sort = sort or dictionary.default_sort
+        descending = (order or ("asc" if sort in ("rank", "feature") else "desc")) == "desc"
         try:
             return dictionary.browse(sort, descending, label or None, q or None, offset, limit)
         except ValueError as err:

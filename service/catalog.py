@@ -1,7 +1,9 @@
 """The dictionaries a service instance serves: an SAE, its evaluation results, and cached views of both.
 
 Everything here reads precomputed results (`eval.results.EvalResults`) and the SAE weights (safetensors);
-nothing heavy is recomputed per request, and derived views are memoised."""
+nothing heavy is recomputed per request, and derived views are memoised. A dictionary without eval results (say,
+fresh from the Hub) is still served: its features are listed by index with the firing frequency of its
+sparsity.safetensors, with similar features, neurons and encoding, but no example images until `visae eval`."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from safetensors.numpy import load_file
 
 from eval.results import EvalResults
 from sae import SAE
@@ -42,10 +46,10 @@ class Dictionary:
 
     @classmethod
     def load(cls, dictionary_id: str, path: Path, weights: str | None = None) -> Dictionary:
-        results = EvalResults.load(path)
         cfg = json.loads((path / "cfg.json").read_text())
         sae = SAE.load(path).eval()
-        if results.n_features != sae.cfg.d_sae:
+        results = EvalResults.load(path) if EvalResults.exists(path) else _weights_only_results(path, cfg, sae)
+        if results.n_features != sae.cfg.d_sae:  # eval results from an older dictionary in the same folder
             raise ValueError(
                 f"{path}: eval results describe {results.n_features} latents but the SAE has {sae.cfg.d_sae}; "
                 f"re-run `visae eval {path} --store STORE`"
@@ -73,6 +77,14 @@ class Dictionary:
         return self._meta("token_kind", "token_kind") or "all"
 
     @property
+    def evaluated(self) -> bool:
+        return EvalResults.exists(self.path)
+
+    @property
+    def default_sort(self) -> str:
+        return "rank" if "rank" in self.results.features.columns else "feature"
+
+    @property
     def n_features(self) -> int:
         return self.results.n_features
 
@@ -92,6 +104,7 @@ class Dictionary:
             "d_in": self.cfg.get("d_in"),
             "d_sae": self.n_features,
             "k": self.cfg.get("k"),
+            "evaluated": self.evaluated,
             **figures,
             "links": {"page": f"/d/{self.id}", "json": f"/api/dictionaries/{self.id}"},
         }
@@ -104,6 +117,7 @@ class Dictionary:
             "metric_definitions": self.results.summary.get("metric_definitions"),
             "store": self.results.summary.get("store"),
             "sort_columns": self.sort_columns,
+            "default_sort": self.default_sort,
             "labels": self.labels,
         }
 
@@ -188,6 +202,7 @@ class Dictionary:
         return {
             "dictionary": self.id,
             "feature": feature,
+            "evaluated": self.evaluated,
             "scores": view.row,
             "labels": {c: view.row.get(c) for c in LABEL_COLUMNS if c in view.row},
             "top": self._examples(view, "top"),
@@ -260,6 +275,23 @@ class Dictionary:
         return self.results.thumb_path(image)
 
 
+def _weights_only_results(path: Path, cfg: dict, sae: SAE) -> EvalResults:
+    """What is known of a dictionary that has not been evaluated: cfg.json figures and, where the folder has
+    sparsity.safetensors (log10 firing frequency), each latent's frequency. No example images."""
+    meta = cfg.get("metadata") or {}
+    d_sae = sae.cfg.d_sae
+    columns = {"feature": np.arange(d_sae)}
+    if (path / "sparsity.safetensors").is_file():
+        log10_freq = load_file(str(path / "sparsity.safetensors"))["sparsity"].astype(np.float64).reshape(d_sae)
+        columns.update(freq=np.power(10.0, log10_freq), log10_freq=log10_freq)
+    summary = {"model": meta.get("model_name"), "hook": meta.get("hook_name"), "token_kind": meta.get("token_kind"),
+               **{key: meta.get(key) for key in ("fvu", "l0", "dead_fraction")}}
+    empty = {"images": np.zeros((d_sae, 0), np.int64), "acts": np.zeros((d_sae, 0), np.float32),
+             "heatmaps": np.zeros((d_sae, 0, 0, 0), np.float16)}
+    top = {f"{which}_{kind}": array for which in ("top", "quantile") for kind, array in empty.items()}
+    return EvalResults(root=path / "eval", summary=summary, features=pd.DataFrame(columns), top=top)
+
+
 def _present(value) -> bool:
     if value is None:
         return False
@@ -273,7 +305,7 @@ class Catalog:
 
     def __init__(self, dictionaries: list[Dictionary]):
         if not dictionaries:
-            raise ValueError("no dictionaries to serve; pass SAE folders that have eval results")
+            raise ValueError("no dictionaries to serve; pass SAE folders (with cfg.json)")
         self._by_id = {d.id: d for d in dictionaries}
 
     @classmethod

@@ -10,7 +10,7 @@ from eval.results import EVAL_DIRNAME, EvalResults
 
 
 def locate(spec: str) -> list[tuple[str, Path]]:
-    """(name, folder) of every evaluated SAE that `spec` names: a folder, or `RELEASE[:SAE_ID]` /
+    """(name, folder) of every SAE that `spec` names: a folder, or `RELEASE[:SAE_ID]` /
     `ORG/NAME[:SAE_ID]` on the Hub (every SAE of the release or repo when no SAE id is given)."""
     path = Path(spec).expanduser()
     if path.exists():
@@ -25,26 +25,25 @@ def _local(path: Path) -> list[tuple[str, Path]]:
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is not a folder; pass an SAE folder (with cfg.json) or a folder of them")
     if (path / "cfg.json").is_file():
-        _require_eval(path)
+        _note_unevaluated(path)
         return [(_name(path), path)]
     folders = sorted(p.parent for p in path.rglob("cfg.json") if EVAL_DIRNAME not in p.relative_to(path).parts[:-1])
-    evaluated = [p for p in folders if EvalResults.exists(p)]
-    for skipped in sorted(set(folders) - set(evaluated)):
-        print(f"visae serve: skipping {skipped}: no eval results (run `visae eval {skipped} --store STORE`)",
-              file=sys.stderr)
-    if not evaluated:
-        raise FileNotFoundError(f"no evaluated SAE folder under {path}; run `visae eval SAE_DIR --store STORE` first")
-    return [("--".join(p.relative_to(path).parts), p) for p in evaluated]
+    if not folders:
+        raise FileNotFoundError(f"no SAE folder (with cfg.json) under {path}")
+    for folder in folders:
+        _note_unevaluated(folder)
+    return [("--".join(p.relative_to(path).parts), p) for p in folders]
+
+
+def _note_unevaluated(path: Path) -> None:
+    if not EvalResults.exists(path):
+        print(f"visae serve: {path} has no eval results: serving it without example images "
+              f"(run `visae eval {path} --store STORE` for them)", file=sys.stderr)
 
 
 def _name(path: Path) -> str:
     """A training run keeps its dictionary in RUN/sae: name it after the run."""
     return path.parent.name if path.name == "sae" and path.parent.name else path.name
-
-
-def _require_eval(path: Path) -> None:
-    if not EvalResults.exists(path):
-        raise FileNotFoundError(f"{path} has no eval results; run `visae eval {path} --store STORE` first")
 
 
 def _hub_sae_ids(reference: str) -> list[str]:
@@ -71,8 +70,5 @@ def _from_hub(reference: str, sae_id: str) -> tuple[str, Path]:
     from sae.hub import download_sae
 
     folder = Path(download_sae(reference, sae_id))
-    if not EvalResults.exists(folder):
-        raise FileNotFoundError(
-            f"{reference}:{sae_id} (downloaded to {folder}) has no eval results; copy that folder, run "
-            f"`visae eval COPY --store STORE` on it, then `visae serve COPY`")
+    _note_unevaluated(folder)
     return f"{reference}--{sae_id}", folder

@@ -342,13 +342,34 @@ def test_locate_a_folder_of_dictionaries(built):
     assert sorted(name for name, _ in located) == ["mlp--sae", "resid--sae"]
 
 
-def test_locate_refuses_folders_without_eval(tmp_path):
-    (tmp_path / "sae").mkdir()
-    (tmp_path / "sae" / "cfg.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="visae eval"):
-        locate(str(tmp_path / "sae"))
-    with pytest.raises(FileNotFoundError, match="no evaluated SAE folder"):
+def test_locate_refuses_folders_without_dictionaries(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no SAE folder"):
         locate(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        locate(str(tmp_path / "missing" / "sae"))
+
+
+def test_unevaluated_dictionary_is_served_without_examples(built, tmp_path, capsys):
+    folder = tmp_path / "fresh"
+    folder.mkdir()
+    for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors"):
+        (folder / name).write_bytes((built.resid / name).read_bytes())
+    located = locate(str(folder))
+    assert "no eval results" in capsys.readouterr().err
+    client = TestClient(create_app(Catalog.load(located, weights=str(built.weights)), LIMITS))
+    listed = client.get("/api/dictionaries").json()["dictionaries"][0]
+    assert listed["evaluated"] is False and listed["hook"] == "blocks.1.resid_post"
+    features = client.get("/api/dictionaries/fresh/features?limit=3").json()["features"]
+    assert [f["feature"] for f in features] == [0, 1, 2] and features[0]["preview"] is None
+    by_freq = client.get("/api/dictionaries/fresh/features?sort=freq&limit=500").json()["features"]
+    assert [f["freq"] for f in by_freq] == sorted((f["freq"] for f in by_freq), reverse=True)
+    detail = client.get("/api/dictionaries/fresh/features/5").json()
+    assert detail["top"] == [] and detail["quantiles"] == [] and len(detail["similar"]) == 12
+    assert client.get("/api/dictionaries/fresh/images").json()["total"] == 0
+    assert_error(client.get("/api/dictionaries/fresh/features/5/top/0.png"), 404, "unknown_example")
+    answer = client.post("/api/dictionaries/fresh/encode", files={"file": ("red.png", png(Image.new("RGB", (64, 64))),
+                                                                          "image/png")})
+    assert answer.status_code == 200 and answer.json()["grid"] == [4, 4]
 
 
 def test_hub_references_resolve_through_the_registry():

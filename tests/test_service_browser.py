@@ -93,7 +93,8 @@ def test_feature_page_shows_loaded_image_grid(page, base_url, catalog):
     page.locator("#features .feature-card").first.click()
     page.wait_for_url(f"{base_url}/d/resid/features/{feature}")
     page.wait_for_selector("body[data-ready]")
-    sizes = page.eval_on_selector_all("#top img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+    sizes = page.eval_on_selector_all("#top img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, "
+                                                  "i.naturalHeight])")
     top = catalog.get("resid").feature_detail(feature)["top"]
     thumb = Image.open(catalog.get("resid").results.thumb_path(top[0]["image"]))
     assert len(sizes) == len(top) > 0

@@ -61,7 +61,7 @@ async function indexPage() {
   $("#dictionaries tbody").replaceChildren(
     ...data.dictionaries.map((d) =>
       el("tr", {},
-        el("td", {}, el("a", { href: d.links.page, text: d.id })),
+        el("td", {}, el("a", { href: d.links.page, text: d.id }), d.evaluated ? "" : el("span", { class: "muted", text: " (not evaluated)" })),
         el("td", { text: fmt(d.model) }), el("td", { text: fmt(d.hook) }), el("td", { text: fmt(d.token_kind) }),
         el("td", { text: fmt(d.d_sae) }), el("td", { text: fmt(d.fvu) }), el("td", { text: fmt(d.l0, 1) }),
         el("td", { text: fmt(d.dead_fraction) }),
@@ -82,7 +82,11 @@ async function dictionaryPage() {
     ["FVU", info.fvu], ["L0", info.l0], ["dead", info.dead_fraction], ["coverage@0.9", info.coverage_0_9]]);
   const params = new URLSearchParams(location.search);
   $("#sort").replaceChildren(...info.sort_columns.map((c) => el("option", { value: c, text: c })));
-  $("#sort").value = params.get("sort") || "rank";
+  $("#sort").value = params.get("sort") || info.default_sort;
+  if (!info.evaluated) {
+    $("#summary").after(el("p", { class: "note", text: "This dictionary has no eval results: features are listed by index, " +
+      "without example images. Run `visae eval DICTIONARY --store STORE` for them." }));
+  }
   $("#order").value = params.get("order") || "";
   $("#label").append(...info.labels.map((l) => el("option", { value: l, text: l })));
   $("#label").value = params.get("label") || "";
@@ -134,7 +138,10 @@ async function featurePage() {
   const tile = (x, title) => el("figure", {}, el("img", { src: x.heatmap_png, alt: `image ${x.image}`, title }),
     el("figcaption", { text: `${fmt(x.activation)} · img ${x.image}` }));
   $("#top").replaceChildren(...data.top.map((x) => tile(x, `top ${x.slot + 1}`)));
-  if (!data.top.length) $("#top").append(el("p", { class: "muted", text: "this feature never fired on the evaluation set" }));
+  if (!data.top.length) {
+    const why = data.evaluated ? "this feature never fired on the evaluation set" : "no eval results: run `visae eval` for example images";
+    $("#top").append(el("p", { class: "muted", text: why }));
+  }
   $("#quantiles").replaceChildren(...data.quantiles.map((x) => tile(x, `quantile sample ${x.slot + 1}`)));
   histogram($("#histogram"), data.frequency);
   $("#similar").replaceChildren(...data.similar.map((x) =>
