@@ -7,10 +7,13 @@ reconstructed from the k_aux largest pre-activations of dead latents.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from sae.base import SAE, LossOutput, TrainState
 from sae.sparse_decode import decode_topk
+from sae.sparse_encode import gather_pre_acts
 
 
 def fraction_unexplained(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -26,11 +29,16 @@ def fired_latents(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> to
     return hits > 0
 
 
-def auxk_loss(sae: SAE, pre: torch.Tensor, residual: torch.Tensor, dead_mask: torch.Tensor) -> torch.Tensor:
-    """Reconstruct the (detached) residual from the top-k_aux dead latents; scaled by the dead share."""
+def auxk_loss(sae: SAE, pre: torch.Tensor, residual: torch.Tensor, dead_mask: torch.Tensor,
+              select: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Reconstruct the (detached) residual from the top-k_aux dead latents; scaled by the dead share.
+
+    `select(indices)` re-attaches chosen pre-activations to autograd when `pre` was computed without it."""
     k_aux = min(sae.cfg.k_aux, sae.cfg.d_sae)
     dead_pre = pre.masked_fill(~dead_mask.to(pre.device), float("-inf"))
     values, indices = dead_pre.topk(k_aux, dim=-1, sorted=False)
+    if select is not None:
+        values = select(indices)
     recon = decode_topk(values.relu(), indices, sae.W_dec)
     scale = (dead_mask.sum() / k_aux).clamp(max=1.0).to(pre.dtype)
     return sae.cfg.aux_coeff * scale * fraction_unexplained(residual.detach(), recon)
@@ -66,13 +74,21 @@ class TopKSAE(SAE):
         return exported
 
     def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+        # Pre-activations without autograd; only the kept ones are re-attached (sparse backward).
         target = self.scale_input(x)
-        pre = self.pre_acts(x)
-        values, indices = self.topk_code(pre)
+        x_in = target - self.b_dec if self.cfg.apply_b_dec_to_input else target
+        with torch.no_grad():
+            pre = torch.addmm(self.b_enc, x_in, self.W_enc)
+
+        def select(idx: torch.Tensor) -> torch.Tensor:
+            return gather_pre_acts(x_in, self.W_enc, self.b_enc, pre, idx)
+
+        indices = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
+        values = select(indices).relu()
         recon = decode_topk(values, indices, self.W_dec) + self.b_dec
         parts = {"fvu": fraction_unexplained(target, recon)}
         if state.dead_mask is not None:
-            parts["auxk"] = auxk_loss(self, pre, target - recon, state.dead_mask)
+            parts["auxk"] = auxk_loss(self, pre, target - recon, state.dead_mask, select)
         return LossOutput(
             total=sum(parts.values()),
             parts=parts,
