@@ -1,5 +1,6 @@
 """The harvest as users run it, in separate processes: kill -9 and rerun, and torchrun with 2 gloo ranks."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -40,18 +41,24 @@ def chunks_done(path: str) -> int:
         return 0
 
 
-def test_kill_9_mid_harvest_then_rerun_gives_an_identical_store(setup):
-    root, weights, reference = setup
-    out = str(root / "killed.zarr")
-    args = cli_args(weights, out, IMAGES, BATCH)
+def start_and_kill(args: list[str], when) -> None:
+    """Start a harvest and SIGKILL it as soon as `when()` holds."""
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while chunks_done(out) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while not when() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the harvest ended before it could be killed"
+
+
+def test_kill_9_while_creating_and_while_harvesting_then_rerun_gives_an_identical_store(setup):
+    root, weights, reference = setup
+    out = str(root / "killed.zarr")
+    args = cli_args(weights, out, IMAGES, BATCH)
+    start_and_kill(args, lambda: os.path.exists(os.path.join(out, "zarr.json")))  # during store creation
+    start_and_kill(args, lambda: chunks_done(out) >= 2)
     killed = ActivationStore.open(out)
     assert not killed.complete and 2 <= killed.done_mask().sum() < killed.n_chunks
 
