@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from sae.base import SAE, LossOutput, TrainState
-from sae.sparse_decode import decode_triples
+from sae.sparse_decode import decode_triples, sort_keys
 from sae.topk import auxk_loss, fired_latents, fraction_unexplained
 
 
@@ -21,7 +21,7 @@ class BatchCode:
     def __init__(self, pre: torch.Tensor, k: int):
         batch, d_sae = pre.shape
         values, flat = pre.relu().reshape(-1).topk(k * batch, sorted=False)
-        flat, order = flat.sort(stable=True)
+        flat, order = sort_keys(flat, batch * d_sae)
         self.values = values[order]
         self.rows = flat // d_sae
         self.latents = flat % d_sae

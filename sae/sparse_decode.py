@@ -22,6 +22,16 @@ def _bag_offsets(sorted_keys: torch.Tensor, n_bags: int) -> torch.Tensor:
     return torch.cumsum(counts, 0) - counts
 
 
+def sort_keys(keys: torch.Tensor, n_values: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable sort of integer keys in [0, n_values), on the narrowest dtype that holds them.
+
+    A stable integer sort is a radix sort; narrower keys need fewer passes (int16 is ~4x faster than int64).
+    """
+    dtype = torch.int16 if n_values <= 2**15 else torch.int32 if n_values <= 2**31 else torch.int64
+    sorted_keys, order = torch.sort(keys.to(dtype), stable=True)
+    return sorted_keys.long(), order
+
+
 def _sampled_dot(grad_out: torch.Tensor, offsets: torch.Tensor, latents: torch.Tensor, W_dec: torch.Tensor):
     """<grad_out[row of j], W_dec[latents[j]]> for every triple j, without gathering [nnz, d]."""
     crow = torch.cat([offsets, offsets.new_full((1,), latents.shape[0])])
@@ -52,8 +62,7 @@ class SparseDecode(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_values = _sampled_dot(grad_out, offsets, latents, W_dec)
         if ctx.needs_input_grad[3]:
-            # A stable sort of integer keys is a radix sort: fast even with many repeated latents.
-            sorted_latents, order = torch.sort(latents, stable=True)
+            sorted_latents, order = sort_keys(latents, W_dec.shape[0])
             offsets = _bag_offsets(sorted_latents, W_dec.shape[0])
             grad_W = F.embedding_bag(rows[order], grad_out, offsets, mode="sum", per_sample_weights=values[order])
         return grad_values, None, None, grad_W, None
