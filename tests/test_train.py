@@ -62,3 +62,11 @@ def test_other_architectures_train_and_learn(store, tmp_path, arch):
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
     assert log[-1]["loss"] < 0.95 * log[0]["loss"]
     assert SAE.load(out).cfg.d_sae == 128
+
+
+def test_wandb_offline_run_is_written_next_to_the_logs(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    out = train(_cfg(store, tmp_path, "k=4", "total_tokens=5120", "run_name=wb"))
+    runs = list((out.parent / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))

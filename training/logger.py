@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -82,10 +83,8 @@ def _wandb_id(run_dir: Path) -> str:
     """A stable wandb run id per run folder, so a resumed run continues the same wandb run."""
     id_file = Path(run_dir) / "wandb_id.txt"
     if not id_file.exists():
-        import wandb
-
         tmp = id_file.with_suffix(".tmp")
-        tmp.write_text(wandb.util.generate_id())
+        tmp.write_text(secrets.token_hex(6))
         os.replace(tmp, id_file)
     return id_file.read_text().strip()
 
