@@ -18,16 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
-import torch
+# Run as `python bench/train.py`: put the repository first on the path, not bench/ (bench/sae.py
+# would shadow the `sae` package).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from sae import SAEConfig, create_sae
-from training.sae_trainer import SAETrainer
-from training.schedule import warmup_decay
-from training.sweep import step_members
-from training.trainer import resolve_device
+import torch  # noqa: E402
+
+from sae import SAEConfig, create_sae  # noqa: E402
+from training.sae_trainer import SAETrainer  # noqa: E402
+from training.schedule import warmup_decay  # noqa: E402
+from training.sweep import step_members  # noqa: E402
+from training.trainer import resolve_device  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

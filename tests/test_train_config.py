@@ -118,3 +118,11 @@ def test_command_errors_name_the_problem(stores, tmp_path):
         _command(["--set", f"store={stores[0].path}", "--set", "hook=blocks.9.mlp_out"])
     with pytest.raises(ValueError, match="give a config file"):
         _command([])
+
+
+def test_negative_block_index_resolves_against_the_store(stores):
+    from training.data import open_store
+
+    assert open_store(stores[0].path, "blocks.-1.resid_post")[1] == HOOK
+    with pytest.raises(ValueError, match="has no hook 'blocks.0.mlp_out'; it holds blocks.0.resid_post"):
+        open_store(stores[0].path, "blocks.-1.mlp_out")

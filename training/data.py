@@ -6,18 +6,26 @@ from collections.abc import Iterator
 
 import torch
 
+from activation_store.layout import canonical_hook
 from activation_store.loader import ActivationLoader
 from activation_store.store import ActivationStore
 
 
-def open_store(path: str, hook: str) -> ActivationStore:
+def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:
+    """The store at `path` and `hook` in its canonical spelling (negative block indices resolved)."""
     store = ActivationStore.open(path)
+    n_blocks = store.attrs["model"].get("n_blocks")
+    if n_blocks and hook != "embed":
+        try:
+            hook = canonical_hook(hook, int(n_blocks))
+        except ValueError:
+            pass  # reported below with the hooks the store holds
     if hook not in store.hooks:
         raise ValueError(f"the store at {path} has no hook {hook!r}; it holds {', '.join(store.hooks)} "
-                         "(use the canonical name, e.g. blocks.4.resid_post, or harvest that hook)")
+                         "(choose one of those, or harvest that hook)")
     if not store.complete:
         raise ValueError(f"the store at {path} is not complete; finish it by rerunning its harvest")
-    return store
+    return store, hook
 
 
 def mean_norm(loader: ActivationLoader) -> float:

@@ -98,8 +98,9 @@ def sweep(cfg: SweepConfig) -> Path:
     cfg = validate(cfg)
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
-    store = open_store(cfg.store, cfg.hook)
-    d_in = store.d(cfg.hook)
+    store, hook = open_store(cfg.store, cfg.hook)
+    cfg = replace(cfg, hook=hook)
+    d_in = store.d(hook)
     members = [resolve_defaults(m, d_in) for m in expand_grid(cfg)]
     sweep_dir = cfg.run_dir
     if (sweep_dir / RESULTS_FILE).exists():

@@ -20,7 +20,7 @@ def synthetic_store(path: str, d: int = 32, n_images: int = 256, grid: tuple[int
     n_tokens = 1 + grid[0] * grid[1]
     layout = TokenLayout(n_tokens=n_tokens, cls_index=0, register_indices=(),
                          patch_indices=tuple(range(1, n_tokens)), grid=grid)
-    attrs = {"model": {"spec": f"synthetic:d={d},features={n_features},seed={seed}"}, "preprocess": {},
+    attrs = {"model": {"spec": f"synthetic:d={d},features={n_features},seed={seed}", "n_blocks": 1}, "preprocess": {},
              "source": {"spec": f"synthetic:n={n_images},seed={seed}"}, "token_kind": "all",
              "layout": layout.to_dict(), "hooks": [hook], "dtype": dtype, "compression": "none",
              "chunk_images": chunk_images, "n_images_requested": n_images, "bad_files": 0}

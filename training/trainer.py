@@ -83,8 +83,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     cfg = validate(cfg)
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
-    store = open_store(cfg.store, cfg.hook)
-    d_in = store.d(cfg.hook)
+    store, hook = open_store(cfg.store, cfg.hook)
+    cfg = replace(cfg, hook=hook)
+    d_in = store.d(hook)
     cfg = resolve_defaults(cfg, d_in)
     run_dir = cfg.run_dir
     if (run_dir / SAE_DIR / "cfg.json").exists():
