@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sae.sparse_decode import _bag_offsets
+from sae.sparse_decode import _bag_offsets, sort_keys
 
 
 class GatherPreActs(torch.autograd.Function):
@@ -36,7 +36,7 @@ class GatherPreActs(torch.autograd.Function):
             offsets = torch.arange(0, batch * k, k, device=indices.device)
             grad_x = F.embedding_bag(latents, W_enc.t().contiguous(), offsets, mode="sum", per_sample_weights=g)
         if ctx.needs_input_grad[1]:
-            sorted_latents, order = torch.sort(latents, stable=True)
+            sorted_latents, order = sort_keys(latents, d_sae)
             rows = torch.arange(batch, device=indices.device).repeat_interleave(k)
             grad_Wt = F.embedding_bag(rows[order], x_in.detach().to(W_enc.dtype).contiguous(),
                                       _bag_offsets(sorted_latents, d_sae), mode="sum", per_sample_weights=g[order])

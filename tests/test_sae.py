@@ -228,3 +228,20 @@ def test_config_from_yaml_with_overrides(tmp_path):
         SAEConfig(architecture="gated")
     with pytest.raises(ValueError, match="matryoshka_widths"):
         SAEConfig(architecture="matryoshka_batchtopk", d_sae=64, matryoshka_widths=[8, 4, 64])
+
+
+def test_sparse_topk_encoder_gradients_match_dense():
+    torch.manual_seed(0)
+    from sae.sparse_encode import gather_pre_acts
+
+    x = torch.randn(11, 6, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(6, 30, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(4, dtype=torch.float64)
+    with torch.no_grad():
+        pre = x @ W + b
+    indices = pre.topk(4, dim=-1, sorted=False).indices
+    sparse = (gather_pre_acts(x, W, b, pre, indices).relu() * weights).sum()
+    dense = ((x @ W + b).gather(1, indices).relu() * weights).sum()
+    for got, want in zip(torch.autograd.grad(sparse, (x, W, b)), torch.autograd.grad(dense, (x, W, b))):
+        assert torch.allclose(got, want, atol=1e-12)
