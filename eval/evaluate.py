@@ -105,7 +105,8 @@ def evaluate(cfg: EvalConfig) -> EvalResults:
         model = load_model(store.model_spec, weights=cfg.weights, device=cfg.device) if cfg.model_passes else None
         target = Target.resolve(cfg, meta, store, model)
         n_images = min(store.n_images, cfg.max_images or store.n_images)
-        return _evaluate(cfg, sae_dir, sae, store, model, target, n_images)
+        store_label = cfg.store or f"{cfg.images} through {cfg.model} (harvested to a temporary store)"
+        return _evaluate(cfg, sae_dir, sae, store, store_label, model, target, n_images)
 
 
 @contextlib.contextmanager
@@ -127,7 +128,7 @@ def _store_for(cfg: EvalConfig, meta: dict):
                                     progress=cfg.progress))
 
 
-def _evaluate(cfg, sae_dir, sae, store, model, target: Target, n_images: int) -> EvalResults:
+def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target, n_images: int) -> EvalResults:
     t0 = time.perf_counter()
     recon, firing, codes = _store_pass(cfg, sae, store, target, n_images)
     store_seconds = time.perf_counter() - t0
@@ -139,7 +140,7 @@ def _evaluate(cfg, sae_dir, sae, store, model, target: Target, n_images: int) ->
     matches = factor_auroc(codes, truth)
     columns.update(matches.per_latent())
     summary = {
-        "model": store.model_spec, "hook": target.hook, "token_kind": target.token_kind, "store": store.path,
+        "model": store.model_spec, "hook": target.hook, "token_kind": target.token_kind, "store": store_label,
         "store_fingerprint": store.fingerprint, "n_images": n_images, "d_sae": int(sae.cfg.d_sae),
         "architecture": sae.cfg.architecture,
         **recon.result(), **firing.result(), **matches.summary(),
@@ -199,7 +200,7 @@ def _per_latent(cfg, codes: Codes, truth: GroundTruth, firing: FiringStats):
     """Feature-table columns, the top.safetensors arrays, and every image index they reference."""
     top_images, top_acts = codes.top_images(cfg.top_k)
     q_images, q_acts = codes.quantile_images(cfg.n_quantiles)
-    patch_image, patch_pos, _ = codes.top_patches(cfg.top_k)
+    patch_image, patch_pos, patch_acts = codes.top_patches(cfg.top_k)
     freq = firing.frequency()
     columns = {
         "freq": freq,
@@ -214,8 +215,10 @@ def _per_latent(cfg, codes: Codes, truth: GroundTruth, firing: FiringStats):
     top = {
         "top_images": top_images, "top_acts": top_acts, "top_heatmaps": codes.heatmaps(top_images),
         "quantile_images": q_images, "quantile_acts": q_acts, "quantile_heatmaps": codes.heatmaps(q_images),
+        "top_patch_images": patch_image, "top_patch_positions": patch_pos, "top_patch_acts": patch_acts,
     }
-    referenced = set(np.unique(np.concatenate([top_images.ravel(), q_images.ravel()])).tolist()) - {-1}
+    referenced = set(np.unique(np.concatenate([top_images.ravel(), q_images.ravel(), patch_image.ravel()])).tolist())
+    referenced -= {-1}
     return columns, top, referenced
 
 

@@ -66,6 +66,28 @@ def example_strip(folder: Path, images: np.ndarray, heatmaps: np.ndarray, scale:
     return strip
 
 
+def patch_strip(folder: Path, images: np.ndarray, positions: np.ndarray, grid: tuple[int, int]) -> Image.Image | None:
+    """Each top patch outlined on its image."""
+    from PIL import ImageDraw
+
+    rows, cols = grid
+    tiles = []
+    for image, pos in zip(images[:SHOWN_EXAMPLES], positions[:SHOWN_EXAMPLES]):
+        if image < 0:
+            continue
+        tile = Image.open(folder / THUMBS_DIR / f"{image}.png").convert("RGB").resize((TILE, TILE), Image.BICUBIC)
+        r, c = divmod(int(pos), cols)
+        h, w = TILE / rows, TILE / cols
+        ImageDraw.Draw(tile).rectangle([c * w, r * h, (c + 1) * w - 1, (r + 1) * h - 1], outline=(255, 220, 0), width=2)
+        tiles.append(tile)
+    if not tiles:
+        return None
+    strip = Image.new("RGB", (len(tiles) * (TILE + 4) - 4, TILE), "white")
+    for n, tile in enumerate(tiles):
+        strip.paste(tile, (n * (TILE + 4), 0))
+    return strip
+
+
 def frequency_histogram(summary: dict) -> str:
     hist = summary["freq_hist"]
     edges, counts = np.asarray(hist["edges"]), np.asarray(hist["counts"])
@@ -137,6 +159,11 @@ def _feature_block(folder: Path, row: dict, top: dict) -> str:
                                                      top[f"{key}_acts"][j][:SHOWN_EXAMPLES]) if i >= 0)
         if strip is not None:
             parts.append(f"<div class=muted>{title} (activations {acts})</div><img alt='{title} of feature {j}' "
+                         f"src='{png_data_uri(strip)}'>")
+    if "top_patch_images" in top and top["top_heatmaps"].shape[2:] != (1, 1):
+        strip = patch_strip(folder, top["top_patch_images"][j], top["top_patch_positions"][j], top["top_heatmaps"].shape[2:])
+        if strip is not None:
+            parts.append(f"<div class=muted>top patches (outlined)</div><img alt='top patches of feature {j}' "
                          f"src='{png_data_uri(strip)}'>")
     labels = ", ".join(f"{k}: {_fmt(row.get(k))}" for k in TABLE_COLUMNS if k not in ("rank", "feature") and k in row)
     return (f"<div class=feature><b>#{row['rank']} — feature {j}</b> <span class=muted>{labels}</span>"

@@ -28,6 +28,7 @@ TOP_FILE = "top.safetensors"
 THUMBS_DIR = "thumbs"
 REPORT_FILE = "report.html"
 TOP_KEYS = ("top_images", "top_acts", "top_heatmaps", "quantile_images", "quantile_acts", "quantile_heatmaps")
+PATCH_KEYS = ("top_patch_images", "top_patch_positions", "top_patch_acts")  # extra keys, beyond the contract
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class FeatureView:
     quantile_images: np.ndarray  # int64 [Q]
     quantile_acts: np.ndarray  # float32 [Q]
     quantile_heatmaps: np.ndarray  # float16 [Q, rows, cols]
+    top_patch_images: np.ndarray | None = None  # int64 [K] image of each top patch (-1 pad)
+    top_patch_positions: np.ndarray | None = None  # int64 [K] row-major position of the patch in the grid
+    top_patch_acts: np.ndarray | None = None  # float32 [K]
 
     def examples(self, which: str = "top") -> list[tuple[int, float, np.ndarray]]:
         """(image_index, activation, heatmap) for the non-padding top or quantile examples."""
@@ -107,7 +111,7 @@ class EvalResults:
         return FeatureView(
             feature=index,
             row=_json_row(self.features.iloc[index].to_dict()),
-            **{key: self.top[key][index] for key in TOP_KEYS},
+            **{key: self.top[key][index] for key in TOP_KEYS + PATCH_KEYS if key in self.top},
         )
 
 

@@ -53,7 +53,8 @@ def test_writes_the_contract_layout(setup, results):
     assert top["top_images"].dtype == np.int64 and top["top_images"].shape == (d_sae, 6)
     assert top["top_heatmaps"].dtype == np.float16 and top["top_heatmaps"].shape == (d_sae, 6, *rows_cols)
     assert top["quantile_heatmaps"].shape == (d_sae, 4, *rows_cols)
-    referenced = set(np.concatenate([top["top_images"].ravel(), top["quantile_images"].ravel()]).tolist()) - {-1}
+    referenced = set(np.concatenate([top[k].ravel() for k in ("top_images", "quantile_images", "top_patch_images")]).tolist())
+    referenced -= {-1}
     assert {int(p.stem) for p in (eval_dir / "thumbs").iterdir()} == referenced
     summary = json.loads((eval_dir / "summary.json").read_text())
     assert summary["n_tokens"] == store.n_images * len(store.layout.patch_indices)  # only the SAE's tokens
@@ -83,6 +84,9 @@ def test_metrics_match_an_independent_computation(setup, results):
     assert view.top_images[0] == int(per_image[:, j].argmax())
     assert view.top_acts[0] == pytest.approx(float(per_image[:, j].max()), rel=1e-3)
     assert float(view.top_heatmaps[0].max()) == pytest.approx(view.top_acts[0], rel=1e-2)
+    # Its best patch is the top patch, at the heatmap's argmax.
+    assert view.top_patch_images[0] == view.top_images[0]
+    assert view.top_patch_positions[0] == int(np.argmax(view.top_heatmaps[0]))
 
 
 def test_downstream_and_ground_truth_are_measured(results):
