@@ -2,7 +2,8 @@
 
 Decoder only: dense = scatter the code into [batch, d_sae] and matmul (6·B·n·d FLOP for forward +
 both gradients); sparse = sae.sparse_decode (6·B·k·d FLOP). Also a whole TopK training step
-(encoder GEMM + topk + decoder, forward + backward) both ways, against a bare encoder GEMM of the same
+(encoder GEMM + topk + decoder, forward + backward): `TopKSAE.training_losses` (sparse encoder
+backward and sparse decoder) against the same step through dense autograd, against a bare encoder GEMM of the same
 shapes: the FLOP floor of a sparse step is about 2dn + 8kd per token (design.md §6).
 Prints one JSON object; all figures are ratios of timings taken in this run.
 """
@@ -20,6 +21,7 @@ import torch
 
 # This script is named sae.py: drop its own folder from the import path so `sae` is the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from sae import SAEConfig, TrainState, create_sae  # noqa: E402
 from sae.sparse_decode import decode_topk  # noqa: E402
 
 
@@ -58,25 +60,27 @@ def main() -> None:
     def sparse_decoder():
         decode_topk(values, indices, W_dec).backward(grad_out)
 
-    def step(sparse: bool):
-        def run():
-            pre = x @ W_enc
-            top, idx = pre.topk(k, dim=1, sorted=False)
-            top = top.relu()
-            if sparse:
-                recon = decode_topk(top, idx, W_dec)
-            else:
-                recon = torch.zeros_like(pre).scatter(1, idx, top) @ W_dec
-            (recon - x).pow(2).sum().backward()
-        return run
+    sae = create_sae(SAEConfig(architecture="topk", d_in=d, d_sae=n, k=k))
+    sae.init_from_data(x)
+
+    def sparse_step():
+        sae.zero_grad(set_to_none=True)
+        sae.training_losses(x, TrainState()).total.backward()
+        sae.after_backward()
+
+    def dense_step():
+        pre = x @ W_enc
+        top, idx = pre.topk(k, dim=1, sorted=False)
+        recon = torch.zeros_like(pre).scatter(1, idx, top.relu()) @ W_dec
+        (recon - x).pow(2).sum().backward()
 
     def encoder_gemm():
         x @ W_enc.detach()
 
     t_dense = timed(dense_decoder, args.repeats)
     t_sparse = timed(sparse_decoder, args.repeats)
-    t_step_dense = timed(step(False), args.repeats)
-    t_step_sparse = timed(step(True), args.repeats)
+    t_step_dense = timed(dense_step, args.repeats)
+    t_step_sparse = timed(sparse_step, args.repeats)
     t_gemm = timed(encoder_gemm, args.repeats)
 
     floor_flop = 2 * d * n + 8 * k * d  # per token, design.md §6

@@ -52,7 +52,7 @@ def render_model_card(repo_id: str, manifest: dict[str, Any], base_model: str | 
 # Sparse autoencoders: {repo_id}
 
 Sparse autoencoder (SAE) dictionaries for vision models{' (' + ', '.join(models) + ')' if models else ''}, trained and
-published with [visae](https://github.com/). Each SAE id is a folder in SAELens's format (`cfg.json`,
+published with visae. Each SAE id is a folder in SAELens's format (`cfg.json`,
 `sae_weights.safetensors`, optionally `sparsity.safetensors`); `visae_manifest.json` lists every SAE with its
 figures and the sha256 of each file.
 
