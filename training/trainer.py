@@ -102,16 +102,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed)
     sae = create_sae(sae_config(cfg, d_in, store_metadata(store, cfg))).to(device)
     trainer = build_trainer(sae, cfg, total_steps, data_parallel=True)
-    first_batch = None
-    if checkpoint:
-        start = _restore(checkpoint, trainer, loader)
-        stream = BatchStream(loader, device)
-    else:
-        start = 0
-        stream = BatchStream(loader, device)
-        first_batch = next(stream)
-        sae.init_from_data(distributed.all_gather_rows(first_batch, batch_shares), mean_norm=mean_norm(loader))
-        _broadcast_parameters(sae)
+    start = _restore(checkpoint, trainer, loader) if checkpoint else 0
+    stream = BatchStream(loader, device)
+    first_batch = None if checkpoint else _init_from_first_batch(sae, stream, loader, batch_shares)
 
     logger = RunLogger(run_dir, asdict(cfg), cfg.wandb_mode, cfg.wandb_project, cfg.run_name,
                        resume_step=start if checkpoint else None, enabled=distributed.is_main())
@@ -121,20 +114,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     for step in range(start, total_steps):
         x = first_batch if first_batch is not None else next(stream)
         first_batch = None
-        eval_metrics, freq = ({}, None)
-        if (step + 1) % cfg.eval_every_steps == 0:
-            eval_metrics, freq = trainer.evaluate(x)  # on the batch before training on it: unseen tokens
+        evaluation = trainer.evaluate(x) if (step + 1) % cfg.eval_every_steps == 0 else None  # unseen tokens
         trainer.step(x, step, share=share, global_tokens=cfg.batch_size)
         bar.update(cfg.batch_size)
         done = step + 1
-        if done % cfg.log_every_steps == 0 or done == total_steps or eval_metrics:
-            trainer.sync_buffers()
-            trainer.refresh_dead()
-            metrics = {**trainer.metrics.flush(all_ranks=trainer.data_parallel), **eval_metrics,
-                       "lr": trainer.lr(), "tokens": done * cfg.batch_size}
-            logger.log(done, metrics, None if freq is None else log10_freq(freq).cpu().numpy())
-            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4g}", fvu=f"{metrics.get('fvu_batch', float('nan')):.3f}",
-                            l0=f"{metrics.get('l0', float('nan')):.1f}")
+        if done % cfg.log_every_steps == 0 or done == total_steps or evaluation:
+            _log_window(trainer, logger, bar, done, cfg.batch_size, evaluation)
         if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
             _checkpoint(run_dir, trainer, loader, done, cfg, store.fingerprint)
     bar.close()
@@ -262,6 +247,26 @@ def _restore(checkpoint: dict, trainer: SAETrainer, loader: ActivationLoader) ->
     loader.load_state_dict(mine["loader"])
     set_rng_state(mine["rng"])
     return int(checkpoint["step"])
+
+
+def _init_from_first_batch(sae, stream: BatchStream, loader: ActivationLoader, batch_shares: list[int]) -> torch.Tensor:
+    """Set the input scale and b_dec from the first global batch (which is then trained on); ranks start equal."""
+    first = next(stream)
+    sae.init_from_data(distributed.all_gather_rows(first, batch_shares), mean_norm=mean_norm(loader))
+    _broadcast_parameters(sae)
+    return first
+
+
+def _log_window(trainer: SAETrainer, logger: RunLogger, bar, done: int, batch_size: int,
+                evaluation: tuple[dict, torch.Tensor] | None) -> None:
+    """The one host sync of a logging window: metrics, eval figures and firing histogram, dead-latent refresh."""
+    trainer.sync_buffers()
+    trainer.refresh_dead()
+    eval_metrics, freq = evaluation or ({}, None)
+    metrics = {**trainer.metrics.flush(all_ranks=trainer.data_parallel), **eval_metrics, "lr": trainer.lr(),
+               "tokens": done * batch_size}
+    logger.log(done, metrics, None if freq is None else log10_freq(freq).cpu().numpy())
+    bar.set_postfix(loss=f"{metrics['loss']:.4g}", fvu=f"{metrics['fvu_batch']:.3f}", l0=f"{metrics['l0']:.1f}")
 
 
 def _broadcast_parameters(sae) -> None:
