@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from activation_store.layout import TokenLayout
+from activation_store.layout import TokenLayout, canonical_hook
 from activation_store.models import Preprocess, load_model
 from activation_store.sources import open_source
 from activation_store.store import ActivationStore
@@ -59,7 +59,7 @@ class Target:
             if len(store.hooks) != 1:
                 raise ValueError(f"the SAE names no hook_name and the store holds {store.hooks}; pass --hook")
             wanted = store.hooks[0]
-        hook = model.canonical(wanted) if model is not None else wanted
+        hook = canonical_hook(wanted, int(store.attrs["model"]["n_blocks"]))
         if hook not in store.hooks:
             raise ValueError(f"the store at {store.path} has no activations for {hook!r} (it holds {store.hooks}); "
                              f"harvest that hook or pass --hook")
@@ -102,11 +102,22 @@ def evaluate(cfg: EvalConfig) -> EvalResults:
     with _store_for(cfg, meta) as store:
         if not store.complete:
             raise ValueError(f"the store at {store.path} is incomplete; finish it with `visae harvest` (it resumes)")
-        model = load_model(store.model_spec, weights=cfg.weights, device=cfg.device) if cfg.model_passes else None
+        model = _load_matching_model(cfg, store) if cfg.model_passes else None
         target = Target.resolve(cfg, meta, store, model)
         n_images = min(store.n_images, cfg.max_images or store.n_images)
         store_label = cfg.store or f"{cfg.images} through {cfg.model} (harvested to a temporary store)"
         return _evaluate(cfg, sae_dir, sae, store, store_label, model, target, n_images)
+
+
+def _load_matching_model(cfg: EvalConfig, store: ActivationStore):
+    """The store's model, refusing weights other than the ones it was harvested with (downstream would be void)."""
+    model = load_model(store.model_spec, weights=cfg.weights, device=cfg.device)
+    harvested = store.attrs["model"].get("weights_sha256")
+    if harvested is not None and model.weights_sha256 != harvested:
+        raise ValueError(f"the store was harvested from {store.model_spec} with weights sha256 {harvested[:12]}..., "
+                         f"but these weights are {str(model.weights_sha256)[:12]}...; pass the same file with "
+                         "--weights (or --no-model to skip the model passes)")
+    return model
 
 
 @contextlib.contextmanager

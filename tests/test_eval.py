@@ -136,3 +136,5 @@ def test_cli_eval_and_compare(setup, results, tmp_path, capsys):
     assert "no activation store" in capsys.readouterr().err
     assert main(["eval", str(sae_dir), "--store", store.path, "--model", "x"]) == 2
     assert "either --store or --model" in capsys.readouterr().err
+    assert main(["eval", str(sae_dir), "--store", store.path]) == 2  # a fresh random init is not the harvested model
+    assert "--weights" in capsys.readouterr().err
