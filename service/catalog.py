@@ -43,18 +43,21 @@ class Dictionary:
     results: EvalResults
     cfg: dict
     weights: str | None = None  # local model weights file, for models not loadable from their spec alone
+    evaluated: bool = True  # False: `results` holds only cfg.json figures and sparsity frequencies
 
     @classmethod
     def load(cls, dictionary_id: str, path: Path, weights: str | None = None) -> Dictionary:
         cfg = json.loads((path / "cfg.json").read_text())
         sae = SAE.load(path).eval()
-        results = EvalResults.load(path) if EvalResults.exists(path) else _weights_only_results(path, cfg, sae)
+        evaluated = EvalResults.exists(path)
+        results = EvalResults.load(path) if evaluated else _weights_only_results(path, cfg, sae)
         if results.n_features != sae.cfg.d_sae:  # eval results from an older dictionary in the same folder
             raise ValueError(
                 f"{path}: eval results describe {results.n_features} latents but the SAE has {sae.cfg.d_sae}; "
                 f"re-run `visae eval {path} --store STORE`"
             )
-        return cls(id=dictionary_id, path=path, sae=sae, results=results, cfg=cfg, weights=weights)
+        return cls(id=dictionary_id, path=path, sae=sae, results=results, cfg=cfg, weights=weights,
+                   evaluated=evaluated)
 
     # -- summary -------------------------------------------------------------------------------------------
     def _meta(self, key: str, *cfg_keys: str) -> str | None:
@@ -75,10 +78,6 @@ class Dictionary:
     @property
     def token_kind(self) -> str:
         return self._meta("token_kind", "token_kind") or "all"
-
-    @property
-    def evaluated(self) -> bool:
-        return EvalResults.exists(self.path)
 
     @property
     def default_sort(self) -> str:
