@@ -66,15 +66,10 @@ def normalise(pixels: torch.Tensor, cfg: ToyViTConfig) -> torch.Tensor:
     return (pixels.float() / 255.0 - mean) / std
 
 
-def factor_loader(spec: str, cfg: ToyTrainConfig) -> DataLoader:
-    source = ShapesSource.from_spec(spec)
-    return DataLoader(
-        FactorImages(source, list(cfg.model.factor_values)),
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=cfg.num_workers,
-        persistent_workers=False,
-    )
+def factor_loader(spec: str, factor_names: list[str], batch_size: int, num_workers: int) -> DataLoader:
+    """Batches of a shapes source in index order (a DataLoader worker renders them while the model trains)."""
+    return DataLoader(FactorImages(ShapesSource.from_spec(spec), factor_names), batch_size=batch_size,
+                      shuffle=False, num_workers=num_workers)
 
 
 def lr_at(step: int, cfg: ToyTrainConfig) -> float:
@@ -91,22 +86,24 @@ def factor_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch
 
 def train_toy_vit(cfg: ToyTrainConfig) -> tuple[ToyViT, dict]:
     """Train from scratch; returns the model (eval mode) and a record of the run (seconds, final loss)."""
-    threads = torch.get_num_threads()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True)
     try:
         return _train(cfg)
     finally:
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _train(cfg: ToyTrainConfig) -> tuple[ToyViT, dict]:
     torch.manual_seed(cfg.seed)
-    torch.use_deterministic_algorithms(True)
     model = ToyViT(cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
     start, losses = time.perf_counter(), []
-    bar = tqdm(factor_loader(cfg.train_spec(), cfg), total=cfg.steps, desc="train toy ViT", unit="step")
+    batches = factor_loader(cfg.train_spec(), list(cfg.model.factor_values), cfg.batch_size, cfg.num_workers)
+    bar = tqdm(batches, total=cfg.steps, desc="train toy ViT", unit="step")
     for step, (pixels, targets) in enumerate(bar):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -125,10 +122,10 @@ def _train(cfg: ToyTrainConfig) -> tuple[ToyViT, dict]:
 @torch.no_grad()
 def factor_accuracy(model: ToyViT, spec: str, batch_size: int = 256, num_workers: int = 0) -> dict[str, float]:
     """Per-factor top-1 accuracy of the heads on a shapes source."""
-    cfg = ToyTrainConfig(batch_size=batch_size, num_workers=num_workers, model=model.cfg)
     names = list(model.cfg.factor_values)
     correct, total = torch.zeros(len(names)), 0
-    for pixels, targets in tqdm(factor_loader(spec, cfg), desc="held-out accuracy", unit="batch"):
+    for pixels, targets in tqdm(factor_loader(spec, names, batch_size, num_workers), desc="held-out accuracy",
+                                unit="batch"):
         logits = model(normalise(pixels, model.cfg))
         correct += torch.stack([(out.argmax(-1) == targets[:, j]).sum() for j, out in enumerate(logits.values())])
         total += len(targets)
