@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import sys
@@ -107,7 +108,8 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from service_dictionary import build_dictionaries
 
-        built = build_dictionaries(Path(tempfile.mkdtemp(prefix="visae-bench-serve-")))
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the figures
+            built = build_dictionaries(Path(tempfile.mkdtemp(prefix="visae-bench-serve-")))
         paths, weights = [str(built.resid)], str(built.weights)
     app = build_app(paths, weights=weights)
     catalog = app.state.catalog
