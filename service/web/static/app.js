@@ -121,7 +121,7 @@ function featureCard(f, sort) {
     f.preview ? el("img", { src: f.preview, alt: `feature ${f.feature}`, loading: "lazy" }) : el("div", { class: "no-image", text: "never fired" }),
     el("div", { class: "card-title", text: `#${f.feature}` }),
     el("div", { class: "card-label", text: String(label) }),
-    el("div", { class: "muted", text: `${sort} ${fmt(f[sort])} · freq ${fmt(f.freq, 4)}` }));
+    el("div", { class: "muted", text: sort === "freq" ? `freq ${fmt(f.freq, 4)}` : `${sort} ${fmt(f[sort])} · freq ${fmt(f.freq, 4)}` }));
 }
 
 // ---- one feature -------------------------------------------------------------------------------------
