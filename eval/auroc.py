@@ -12,7 +12,8 @@ import scipy.sparse as sp
 
 AUROC_DEFINITION = (
     "AUROC of a latent's activation as a detector of a factor value (ties averaged), patch-level where the "
-    "source has patch labels (background patches are negatives), else image-level on the per-image max. "
+    "source has patch labels (the lower of the AUROC against all other patches, background included, and against "
+    "the other labelled patches only), else image-level on the per-image max. "
     "best_factor/best_auroc = the value with the highest AUROC; coverage_0_9 = share of factor values detected "
     "by some latent with AUROC >= 0.9 (design.md §5)."
 )

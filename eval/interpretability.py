@@ -99,7 +99,11 @@ class FactorMatch:
 
 def factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
     """AUROC of every latent for every factor value: patch-level where patch labels exist and the codes cover
-    patch tokens (background patches are negatives), image-level (max over patches) otherwise."""
+    patch tokens, image-level (max over patches) otherwise.
+
+    Patch level takes the lower of two AUROCs: against all other patches (background included) and against the
+    other labelled patches only. The first alone rewards a generic object detector (most negatives are
+    background), the second alone rewards a latent that also fires on the background."""
     blocks, names, levels = [], [], []
     patch_rows = codes.patch_rows() if codes.layout.patch_indices else np.zeros(0, dtype=np.int64)
     patch_codes = sp.csc_matrix(codes.tokens.tocsr()[patch_rows]) if patch_rows.size else None
@@ -110,8 +114,16 @@ def factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
             labels, matrix, level = truth.factors[factor].astype(np.int64), codes.images, "image"
         else:
             continue
-        blocks.append(auroc_matrix(matrix, labels, len(values)))
+        auc = auroc_matrix(matrix, labels, len(values))
+        if level == "patch":
+            auc = np.fmin(auc, _foreground_auroc(matrix, labels, len(values)))
+        blocks.append(auc)
         names += [f"{factor}={v}" for v in values]
         levels += [level] * len(values)
     auc = np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.tokens.shape[1], 0))
     return FactorMatch(auc=auc, value_names=names, level=levels)
+
+
+def _foreground_auroc(matrix: sp.csc_matrix, labels: np.ndarray, n_values: int) -> np.ndarray:
+    labelled = np.flatnonzero(labels >= 0)
+    return auroc_matrix(sp.csc_matrix(matrix.tocsr()[labelled]), labels[labelled], n_values)

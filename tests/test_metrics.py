@@ -146,3 +146,31 @@ def test_composite_score_and_rank():
     assert out["rank"].tolist() == [1, 3, 4, 2]
     rare = add_score_and_rank(table.assign(n_images_fired=[2, 50, 0, 10]))  # fires on 2 images: unscored
     assert np.isnan(rare["score"][0]) and rare["rank"].tolist() == [3, 2, 4, 1]
+
+
+def test_patch_auroc_punishes_generic_object_and_background_latents():
+    from activation_store.layout import TokenLayout
+    from eval.codes import Codes
+    from eval.interpretability import GroundTruth, factor_auroc
+
+    # One image of 4 patches: square, circle, background, background.
+    layout = TokenLayout(4, None, (), (0, 1, 2, 3), (2, 2))
+    labels = np.array([[[0, 1], [-1, -1]]], dtype=np.int16)
+    # Columns: latent 0 fires on both objects (a foreground detector), latent 1 on the square only,
+    # latent 2 on the square and the background.
+    tokens = np.array(
+        [
+            [1.0, 2.0, 1.0],
+            [1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    codes = Codes(sp.csc_matrix(tokens), sp.csc_matrix(tokens.max(0, keepdims=True)), layout)
+    truth = GroundTruth(np.array([-1]), None, {}, {"shape": ["square", "circle"]}, {"shape": labels})
+    auc = factor_auroc(codes, truth).auc  # [latent, value]
+    assert auc[1, 0] == pytest.approx(1.0)  # clean square detector
+    # foreground detector: perfect against background, chance among objects -> min = 0.5
+    assert auc[0, 0] == pytest.approx(0.5)
+    # square + background: perfect among objects, but tied with both background patches -> (1 + 0.5 + 0.5) / 3
+    assert auc[2, 0] == pytest.approx((1 + 0.5 + 0.5) / 3)
