@@ -8,7 +8,6 @@ effective number of coordinates it uses (1 for a one-hot vector, n for a uniform
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 NEURON_DEFINITION = (

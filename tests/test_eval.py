@@ -8,12 +8,9 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from activation_store.layout import TokenLayout
-from activation_store.store import ActivationStore
 from eval.config import load_eval_config
 from eval.downstream import token_splice
 from eval.evaluate import evaluate
-from eval.results import EvalResults
 from sae import SAE
 from service.cli import main
 from tests.eval_fixtures import tiny_store, train_sae
