@@ -19,6 +19,7 @@ from activation_store.sources.shapes import ShapesSource
 
 PROBE_HOOK = "blocks.-2.resid_post"
 PROBE_SEED_OFFSET = 2_000
+TARGET_ACCURACY = 0.95
 
 
 def write_toy_release(module: ToyViT, cfg: ToyTrainConfig, record: dict, out_dir: str | Path,
@@ -71,9 +72,12 @@ def model_card(name: str, module: ToyViT, cfg: ToyTrainConfig, record: dict, acc
     kinds = list(probes)
     factor_rows = [[f, str(len(v)), ", ".join(v), f"{accuracy[f]:.2%}"] for f, v in m.factor_values.items()]
     probe_rows = [[f] + [f"{probes[k][f]:.1%}" for k in kinds] for f in m.factor_values]
-    ablation_rows = [[f] + [f"{a['changed'][f]:.1%} / {a['kl'][f]:.3f}" for a in ablations.values()]
+    ablation_rows = [[f] + [f"{a['changed'][f]:.1%} / {a['kl'][f]:.1e}" for a in ablations.values()]
                      for f in m.factor_values]
     train = {k: v for k, v in asdict(cfg).items() if k != "model"}
+    short = [f"`{f}` ({a:.1%})" for f, a in accuracy.items() if a < TARGET_ACCURACY]
+    verdict = (f"Below the {TARGET_ACCURACY:.0%} target: {', '.join(short)}." if short
+               else f"Every factor reaches the {TARGET_ACCURACY:.0%} target.")
     return f"""# {name}
 
 visae's shipped toy vision transformer: a small timm `VisionTransformer` with a CLS token and {m.reg_tokens} register
@@ -102,6 +106,8 @@ tokens, trained to read every ground-truth factor of the generated `shapes` scen
 On `{cfg.held_out_spec()}` (a seed never used in training):
 
 {table(["factor", "classes", "values", "accuracy"], factor_rows)}
+
+{verdict}
 
 ## What the register tokens carry (a first look)
 Ridge-regression linear probes (closed form, standardised features) per factor at `{PROBE_HOOK}`, fitted on 2/3 of
