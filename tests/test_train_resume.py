@@ -15,7 +15,7 @@ HOOK = "blocks.0.resid_post"
 
 def _config(tmp_path: Path, store: Path, out_dir: str) -> Path:
     cfg = {"store": str(store), "hook": HOOK, "architecture": "topk", "k": 4, "expansion_factor": 4,
-           "total_tokens": 256 * 120, "batch_size": 256, "checkpoint_every_steps": 7, "log_every_steps": 5,
+           "total_tokens": 256 * 300, "batch_size": 256, "checkpoint_every_steps": 7, "log_every_steps": 5,
            "eval_every_steps": 10, "eval_tokens": 2048, "dead_after_tokens": 256 * 10, "out_dir": str(tmp_path / out_dir),
            "run_name": "run", "wandb_mode": "disabled"}
     path = tmp_path / f"{out_dir}.yaml"
@@ -37,7 +37,7 @@ def test_kill9_then_resume_is_bit_identical(tmp_path):
         assert proc.poll() is None, "the run ended before its first checkpoint"
         assert time.time() < deadline
         time.sleep(0.02)
-    time.sleep(0.3)  # somewhere after the first checkpoint, possibly mid-write of a later one
+    time.sleep(0.05)  # just after the first checkpoint, possibly mid-write of a later one
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "sae" / "cfg.json").exists(), "the run finished before it was killed"
