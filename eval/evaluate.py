@@ -28,7 +28,7 @@ from eval.auroc import AUROC_DEFINITION
 from eval.codes import CodeCollector, Codes
 from eval.config import EvalConfig
 from eval.downstream import DOWNSTREAM_DEFINITION
-from eval.interpretability import GroundTruth, factor_auroc, label_purity, patch_purity
+from eval.interpretability import GroundTruth, factor_auroc, image_factor_auroc, label_purity, patch_purity
 from eval.labels import PURITY_DEFINITION
 from eval.model_pass import final_embedding_hook, run_model_pass
 from eval.monosemanticity import MS_DEFINITION, monosemanticity_scores
@@ -157,6 +157,11 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         **recon.result(), **firing.result(), **matches.summary(),
         "throughput": {"store_tokens_per_s": firing.n_tokens / store_seconds},
     }
+    if truth.factors:
+        image_level = image_factor_auroc(codes, truth).summary()
+        summary["image_level"] = {"coverage_0_9": image_level["coverage_0_9"], "factor_auroc": image_level["factor_auroc"],
+                                  "note": "every factor at image level: the latent's max over patches vs the image's "
+                                          "(primary object's) factor value"}
     columns["monosemanticity"] = np.full(sae.cfg.d_sae, np.nan)
     columns["text_label"] = [None] * sae.cfg.d_sae
     if model is not None:

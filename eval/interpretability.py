@@ -97,6 +97,17 @@ class FactorMatch:
         }
 
 
+def image_factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
+    """AUROC of every latent's per-image activation (max over patches) for every image-level factor value."""
+    blocks, names = [], []
+    for factor, values in truth.factor_values.items():
+        if factor in truth.factors:
+            blocks.append(auroc_matrix(codes.images, truth.factors[factor].astype(np.int64), len(values)))
+            names += [f"{factor}={v}" for v in values]
+    auc = np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.images.shape[1], 0))
+    return FactorMatch(auc=auc, value_names=names, level=["image"] * len(names))
+
+
 def factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
     """AUROC of every latent for every factor value: patch-level where patch labels exist and the codes cover
     patch tokens, image-level (max over patches) otherwise.

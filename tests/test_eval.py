@@ -94,6 +94,8 @@ def test_downstream_and_ground_truth_are_measured(results):
     assert stats["recovered_vs_zero"] == pytest.approx((stats["kl_zero"] - stats["kl_sae"]) / stats["kl_zero"])
     assert 0 <= results.summary["coverage_0_9"] <= 1
     assert results.summary["factor_level"]["shape"] == "patch" and results.summary["factor_level"]["count"] == "image"
+    image_level = results.summary["image_level"]  # every factor also at image level, for object-level properties
+    assert 0 <= image_level["coverage_0_9"] <= 1 and set(image_level["factor_auroc"]) >= {"shape", "count"}
     scored = results.features.dropna(subset=["score"])
     assert scored["best_auroc"].between(0, 1).all() and scored["monosemanticity"].notna().any()
 
