@@ -5,15 +5,13 @@ row, yet autograd through `addmm` + `topk` builds a dense [batch, d_sae] gradien
 dense GEMMs (for W_enc and for the input). Here the pre-activations are computed once without
 autograd, and the kept values are re-attached to the graph by `gather_pre_acts`, whose backward
 costs O(batch * k * d): the input gradient is an `embedding_bag` over W_encᵀ rows, the W_enc
-gradient an `embedding_bag` over input rows grouped by latent (as in `sae.sparse_decode`).
+gradient a sparse (COO) matrix product of the code gradient with the inputs.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from sae.sparse_decode import _bag_offsets, sort_keys
 
 
 class GatherPreActs(torch.autograd.Function):
@@ -36,11 +34,12 @@ class GatherPreActs(torch.autograd.Function):
             offsets = torch.arange(0, batch * k, k, device=indices.device)
             grad_x = F.embedding_bag(latents, W_enc.t().contiguous(), offsets, mode="sum", per_sample_weights=g)
         if ctx.needs_input_grad[1]:
-            sorted_latents, order = sort_keys(latents, d_sae)
+            # W_encᵀ gradient = Gᵀ x_in with G the [batch, d_sae] sparse code gradient; a COO sparse matmul
+            # groups the pairs by latent faster than sorting them for an embedding_bag.
             rows = torch.arange(batch, device=indices.device).repeat_interleave(k)
-            grad_Wt = F.embedding_bag(rows[order], x_in.detach().to(W_enc.dtype).contiguous(),
-                                      _bag_offsets(sorted_latents, d_sae), mode="sum", per_sample_weights=g[order])
-            grad_W = grad_Wt.t().contiguous()
+            code_grad_t = torch.sparse_coo_tensor(torch.stack([latents, rows]), g, size=(d_sae, batch),
+                                                  check_invariants=False)
+            grad_W = torch.sparse.mm(code_grad_t, x_in.detach().to(W_enc.dtype)).t().contiguous()
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(d_sae, dtype=W_enc.dtype, device=W_enc.device).index_add_(0, latents, g)
         return grad_x, grad_W, grad_b, None, None
