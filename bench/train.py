@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="training steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; figures are medians")
     p.add_argument("--members", type=int, default=8, help="SAEs in the sweep")
-    p.add_argument("--member-threads", type=int, default=2, help="SAEs stepped at once in the sweep")
+    p.add_argument("--member-threads", type=int, default=1, help="SAEs stepped at once in the sweep")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = p.parse_args()

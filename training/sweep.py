@@ -55,9 +55,10 @@ class SweepConfig(TrainConfig):
     """A TrainConfig (shared settings: store, hook, budget, batch, ...) plus the grid to cross."""
 
     grid: SweepGrid = field(default_factory=SweepGrid)
-    # SAEs stepped at once on a rank. torch releases the GIL inside its kernels, so on a CPU the
-    # SAEs' many partly serial ops (top-k, sorts, scatters, Adam) overlap; 1 steps them in turn.
-    member_threads: int = 2
+    # SAEs stepped at once on a rank (threads; torch releases the GIL inside its kernels). On a CPU
+    # already running every op on all cores this only helped when other jobs kept cores busy, so the
+    # default steps them in turn.
+    member_threads: int = 1
 
     @property
     def run_dir(self) -> Path:
