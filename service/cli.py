@@ -1,5 +1,8 @@
-"""The `visae` command. Each sub-command lives in its own module under `service.commands`
-and exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int | None`."""
+"""The `visae` command. Each sub-command lives in its own module under `service.commands`, named as the
+command, and exposes `register(subparsers)`, which adds its parser and sets `func(args) -> int | None`.
+
+Only the module of the command being run is imported (some pull in torch, open_clip or uvicorn), so
+`visae harvest ...` does not pay for `visae serve`'s imports; `visae --help` imports them all."""
 
 from __future__ import annotations
 
@@ -11,16 +14,24 @@ import sys
 from service import commands
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_names() -> list[str]:
+    return sorted(info.name for info in pkgutil.iter_modules(commands.__path__))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command, or with just `only` when that names one."""
     parser = argparse.ArgumentParser(prog="visae", description="Sparse autoencoders for vision models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
+    names = command_names()
+    for name in [only] if only in names else names:
+        importlib.import_module(f"{commands.__name__}.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(only=command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as err:
