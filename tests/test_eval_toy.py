@@ -18,11 +18,11 @@ HOOK = "blocks.-2.resid_post"
 def toy_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     store = harvest(HarvestConfig(out=str(root / "store.zarr"), model="visae:toy-vit-shapes",
-                                  images="shapes:n=192,seed=1", hooks=[HOOK], batch_size=64, num_workers=2,
+                                  images="shapes:n=128,seed=1", hooks=[HOOK], batch_size=64, num_workers=2,
                                   progress=False))
-    sae_dir = train_sae(store.path, store.hooks[0], root / "runs", "toy", d_sae=512, k=16, tokens=120_000)
+    sae_dir = train_sae(store.path, store.hooks[0], root / "runs", "toy", d_sae=512, k=16, tokens=60_000)
     return evaluate(EvalConfig(sae_dir=str(sae_dir), store=store.path, top_k=8, n_quantiles=4,
-                               downstream_images=96, progress=False))
+                               downstream_images=64, progress=False))
 
 
 def test_spliced_sae_keeps_the_heads_far_better_than_ablation(toy_results):
