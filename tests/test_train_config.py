@@ -69,6 +69,12 @@ def _small(store, tmp_path, **extra):
     return load_config(None, base + [f"{k}={v}" for k, v in extra.items()])
 
 
+def test_store_smaller_than_one_batch_is_refused(stores, tmp_path):
+    tokens = stores[0].n_images * stores[0].layout.n_tokens
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train(_small(stores[0], tmp_path, batch_size=tokens + 1, total_tokens=4 * (tokens + 1)))
+
+
 def _interrupted_run(store, tmp_path):
     """A run folder holding a checkpoint, as left by a killed process."""
     import training.trainer as trainer

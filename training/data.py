@@ -45,6 +45,11 @@ class BatchStream:
     """
 
     def __init__(self, loader: ActivationLoader, device: torch.device):
+        available = loader.rank_tokens_per_epoch()
+        if available < loader.batch_size:
+            raise ValueError(f"the store at {loader.store.path} holds {available} {loader.hook} tokens for this "
+                             f"process, fewer than one batch of {loader.batch_size}; lower batch_size or harvest "
+                             "more images")
         self.loader, self.device = loader, device
         self._batches = self._generate()
 
