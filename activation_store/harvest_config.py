@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf import MISSING
 
 from activation_store.layout import TOKEN_KINDS
 from activation_store.store import COMPRESSIONS, DTYPES
+from activation_store.typed_config import load_typed_config
 
 BAD_FILE_POLICIES = ("skip", "fail")
 
@@ -49,18 +49,4 @@ class HarvestConfig:
 def load_harvest_config(yaml_path: str | None = None, overrides: dict | None = None,
                         dotlist: list[str] | None = None) -> HarvestConfig:
     """Defaults <- YAML file <- `overrides` (e.g. command-line flags) <- `dotlist` ("key=value" strings)."""
-    try:
-        merged = OmegaConf.merge(
-            OmegaConf.structured(HarvestConfig),
-            OmegaConf.load(yaml_path) if yaml_path else {},
-            {k: v for k, v in (overrides or {}).items() if v is not None},
-            OmegaConf.from_dotlist(dotlist or []),
-        )
-        return OmegaConf.to_object(merged)
-    except MissingMandatoryValue as err:
-        raise ValueError(f"missing required setting {err.full_key!r}; pass --{err.full_key.replace('_', '-')} "
-                         "or set it in the YAML config") from None
-    except OmegaConfBaseException as err:
-        raise ValueError(f"bad harvest config: {err}") from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"harvest config file {yaml_path} does not exist") from None
+    return load_typed_config(HarvestConfig, yaml_path, overrides or {}, dotlist or [])

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf import MISSING
+
+from activation_store.typed_config import load_typed_config
 
 
 @dataclass
@@ -47,17 +48,4 @@ class EvalConfig:
 def load_eval_config(yaml_path: str | None = None, overrides: dict | None = None,
                      dotlist: list[str] | None = None) -> EvalConfig:
     """Defaults <- YAML file <- `overrides` (command-line flags) <- `dotlist` ("key=value" strings)."""
-    try:
-        merged = OmegaConf.merge(
-            OmegaConf.structured(EvalConfig),
-            OmegaConf.load(yaml_path) if yaml_path else {},
-            {k: v for k, v in (overrides or {}).items() if v is not None},
-            OmegaConf.from_dotlist(dotlist or []),
-        )
-        return OmegaConf.to_object(merged)
-    except MissingMandatoryValue as err:
-        raise ValueError(f"missing required setting {err.full_key!r}") from None
-    except OmegaConfBaseException as err:
-        raise ValueError(f"bad eval config: {err}") from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"eval config file {yaml_path} does not exist") from None
+    return load_typed_config(EvalConfig, yaml_path, overrides or {}, dotlist or [])

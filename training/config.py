@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+
+from activation_store.typed_config import load_typed_config
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
 DTYPES = ("float32", "bfloat16")
@@ -132,25 +133,9 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
 
-def load_structured(schema: type, path: str | os.PathLike | None = None, overrides: list[str] = ()):
-    """Merge `schema` defaults, a YAML file and `key=value` overrides into a typed dataclass instance."""
-    try:
-        merged = OmegaConf.structured(schema)
-        if path is not None:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"config file {path} does not exist")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        where = f"field {key!r}" if key else schema.__name__
-        raise ValueError(f"bad {where} in {path or 'the overrides'}: {str(getattr(err, 'msg', err)).splitlines()[0]}") from err
-
-
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> TrainConfig:
     """A validated TrainConfig from a YAML file plus `key=value` overrides (`--set` on the command line)."""
-    return validate(load_structured(TrainConfig, path, overrides))
+    return validate(load_typed_config(TrainConfig, path, list(overrides)))
 
 
 def to_dict(cfg) -> dict:

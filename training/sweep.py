@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from activation_store.loader import ActivationLoader
 from sae import create_sae
 from training import distributed
-from training.config import TrainConfig, load_structured, resolve_defaults, to_yaml, validate
+from activation_store.typed_config import load_typed_config
+from training.config import TrainConfig, resolve_defaults, to_yaml, validate
 from training.data import BatchStream, mean_norm, open_store
 from training.frontier import plot_frontier
 from training.logger import RunLogger
@@ -66,7 +67,7 @@ class SweepConfig(TrainConfig):
 
 
 def load_sweep_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> SweepConfig:
-    return validate(load_structured(SweepConfig, path, overrides))
+    return validate(load_typed_config(SweepConfig, path, list(overrides)))
 
 
 def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:

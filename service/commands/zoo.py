@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from activation_store.models.toy_release import write_toy_release
 from activation_store.models.toy_training import ToyTrainConfig, train_toy_vit
+from activation_store.typed_config import load_typed_config
 
 
 def register(subparsers) -> None:
@@ -31,20 +30,10 @@ def register(subparsers) -> None:
 
 
 def load_train_config(args: argparse.Namespace) -> ToyTrainConfig:
-    cfg = OmegaConf.structured(ToyTrainConfig)
-    if args.config:
-        if not Path(args.config).is_file():
-            raise FileNotFoundError(f"config file {args.config!r} does not exist")
-        cfg = OmegaConf.merge(cfg, OmegaConf.load(args.config))
-    flags = {"steps": args.steps, "seed": args.seed}
-    dotlist = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
-    bad = [item for item in dotlist if "=" not in item]
+    bad = [item for item in args.overrides if "=" not in item]
     if bad:
         raise ValueError(f"overrides must be key=value, got {bad}")
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist)))
-    except Exception as e:  # omegaconf's errors name the bad key and value
-        raise ValueError(f"bad toy training config: {e}") from e
+    return load_typed_config(ToyTrainConfig, args.config, {"steps": args.steps, "seed": args.seed}, args.overrides)
 
 
 def train_toy(args: argparse.Namespace) -> int:

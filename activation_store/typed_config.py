@@ -1,0 +1,39 @@
+"""Typed dataclass configs from YAML plus overrides, the one loader every layer's config uses (omegaconf)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+def load_typed_config(schema: type[T], yaml_path: str | os.PathLike | None = None,
+                      *layers: dict | list[str]) -> T:
+    """`schema`'s defaults <- the YAML file <- each layer in turn, as a `schema` instance.
+
+    A layer is a dict of set values (None entries are skipped, so unset command-line flags change
+    nothing) or a list of `key=value` strings (`--set` style; dotted keys reach nested fields).
+    """
+    if yaml_path is not None and not Path(yaml_path).is_file():
+        raise FileNotFoundError(f"config file {yaml_path} does not exist")
+    try:
+        merged = OmegaConf.merge(
+            OmegaConf.structured(schema),
+            OmegaConf.load(yaml_path) if yaml_path is not None else {},
+            *(OmegaConf.from_dotlist(list(layer)) if isinstance(layer, (list, tuple))
+              else {k: v for k, v in layer.items() if v is not None} for layer in layers),
+        )
+        return OmegaConf.to_object(merged)
+    except MissingMandatoryValue as err:
+        raise ValueError(f"missing required setting {err.full_key!r}; set it in the YAML file or on the "
+                         "command line") from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        where = f"field {key!r}" if key else schema.__name__
+        message = str(getattr(err, "msg", err)).splitlines()[0]
+        raise ValueError(f"bad {where} in {yaml_path or 'the settings given'}: {message}") from None
