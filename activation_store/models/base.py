@@ -7,6 +7,8 @@ with PyTorch forward hooks.
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -103,7 +105,7 @@ def _same_shape(name: str, fn: ActivationFn) -> ActivationFn:
     return checked
 
 
-class VisionModel:
+class VisionModel(abc.ABC):
     """A vision transformer with named hook points (design.md §1) and its own preprocessing.
 
     Subclasses provide `_embed_input` (the module whose *input* is the `embed` hook: patch embeddings plus
@@ -145,8 +147,9 @@ class VisionModel:
     def hook_dim(self, hook: str) -> int:
         return self.d_mlp if self.canonical(hook).endswith(".mlp_hidden") else self.d_model
 
+    @abc.abstractmethod
     def output(self, pixels: torch.Tensor) -> Any:
-        raise NotImplementedError
+        """The model's own output for preprocessed pixels (logits, embedding, or a dict of heads)."""
 
     @torch.no_grad()
     def forward(self, pixels: torch.Tensor) -> Any:
@@ -258,6 +261,7 @@ class VisionModel:
         finally:
             del block.forward
 
+    @abc.abstractmethod
     def _split_forward(self, block: nn.Module, x: torch.Tensor, fn: ActivationFn, *args, **kwargs) -> torch.Tensor:
-        raise NotImplementedError
+        """The block's forward with `fn` applied to its residual stream after the attention add."""
 

@@ -7,6 +7,8 @@ harvester decides whether to skip or stop.
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ class ImageRecord:
     error: str | None = None
 
 
-class ImageSource:
+class ImageSource(abc.ABC):
     """Indexable images. Subclasses set `spec` and implement __len__, __getitem__ and fingerprint()."""
 
     spec: str
@@ -34,18 +36,18 @@ class ImageSource:
     factor_names: list[str] = []
     factor_values: dict[str, list[str]] = {}
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
 
-    def __getitem__(self, i: int) -> ImageRecord:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __getitem__(self, i: int) -> ImageRecord: ...
 
     def __iter__(self) -> Iterator[ImageRecord]:
         return (self[i] for i in range(len(self)))
 
+    @abc.abstractmethod
     def fingerprint(self) -> str:
         """A sha256 that changes whenever the images this source yields may change."""
-        raise NotImplementedError
 
     def factors(self, i: int) -> dict[str, int]:
         """Ground-truth factor values of image i (indices into factor_values[name]); empty if none."""
