@@ -9,6 +9,8 @@ activations and `input_scale` of a loaded SAE is 1.
 
 from __future__ import annotations
 
+import abc
+
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -64,7 +66,7 @@ def architecture_class(name: str) -> type[SAE]:
     return _REGISTRY[name]
 
 
-class SAE(nn.Module):
+class SAE(nn.Module, abc.ABC):
     """A sparse autoencoder x -> z = act(W_enc^T (s x - b_dec) + b_enc) -> x_hat = (W_dec^T z + b_dec) / s."""
 
     architecture: ClassVar[str]
@@ -105,9 +107,9 @@ class SAE(nn.Module):
             x_in = x_in - self.b_dec
         return torch.addmm(self.b_enc, x_in, self.W_enc)
 
+    @abc.abstractmethod
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """Latent activations from pre-activations (inference rule of the architecture)."""
-        raise NotImplementedError(f"{type(self).__name__} must define activate()")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense latent activations z [B, d_sae] of raw inputs x [B, d_in]."""
@@ -123,8 +125,9 @@ class SAE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
+    @abc.abstractmethod
     def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
-        raise NotImplementedError(f"{type(self).__name__} must define training_losses()")
+        """The training loss as named parts (their sum is `total`), for the generic trainer."""
 
     # ---- initialisation and optimiser hooks ----------------------------------------------------
 
