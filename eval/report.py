@@ -55,15 +55,20 @@ def overlay(thumb: Image.Image, heatmap: np.ndarray, scale: float) -> Image.Imag
     return Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
 
 
-def example_strip(folder: Path, images: np.ndarray, heatmaps: np.ndarray, scale: float) -> Image.Image | None:
-    tiles = [overlay(Image.open(folder / THUMBS_DIR / f"{i}.png"), h, scale)
-             for i, h in zip(images[:SHOWN_EXAMPLES], heatmaps[:SHOWN_EXAMPLES]) if i >= 0]
+def tile_strip(tiles: list[Image.Image]) -> Image.Image | None:
+    """Tiles side by side with a 4-px white gap; None when there are none."""
     if not tiles:
         return None
     strip = Image.new("RGB", (len(tiles) * (TILE + 4) - 4, TILE), "white")
     for n, tile in enumerate(tiles):
         strip.paste(tile, (n * (TILE + 4), 0))
     return strip
+
+
+def example_strip(folder: Path, images: np.ndarray, heatmaps: np.ndarray, scale: float) -> Image.Image | None:
+    tiles = [overlay(Image.open(folder / THUMBS_DIR / f"{i}.png"), h, scale)
+             for i, h in zip(images[:SHOWN_EXAMPLES], heatmaps[:SHOWN_EXAMPLES]) if i >= 0]
+    return tile_strip(tiles)
 
 
 def patch_strip(folder: Path, images: np.ndarray, positions: np.ndarray, grid: tuple[int, int]) -> Image.Image | None:
@@ -80,12 +85,7 @@ def patch_strip(folder: Path, images: np.ndarray, positions: np.ndarray, grid: t
         h, w = TILE / rows, TILE / cols
         ImageDraw.Draw(tile).rectangle([c * w, r * h, (c + 1) * w - 1, (r + 1) * h - 1], outline=(255, 220, 0), width=2)
         tiles.append(tile)
-    if not tiles:
-        return None
-    strip = Image.new("RGB", (len(tiles) * (TILE + 4) - 4, TILE), "white")
-    for n, tile in enumerate(tiles):
-        strip.paste(tile, (n * (TILE + 4), 0))
-    return strip
+    return tile_strip(tiles)
 
 
 def frequency_histogram(summary: dict) -> str:

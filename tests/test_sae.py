@@ -9,13 +9,8 @@ from sae import SAE, SAEConfig, TrainState, create_sae
 from sae.base import geometric_median
 from sae.sparse_decode import decode_topk, decode_triples
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: thread start-up costs more than it saves, badly so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 ARCHS = ["standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk"]

@@ -11,13 +11,9 @@ from sae.converters import convert_file, convert_prisma, convert_saev
 from sae.converters.hooks import prisma_hook
 from service.cli import main as visae
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 @dataclass

@@ -10,15 +10,11 @@ from safetensors.torch import load_file, save_file
 from sae import SAE, SAEConfig, create_sae
 from sae.file_format import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sparsity
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ARCHS = ["standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_like(arch: str) -> SAE:
