@@ -11,24 +11,24 @@ from __future__ import annotations
 import torch
 
 from sae.base import SAE, LossOutput, TrainState
-from sae.sparse_decode import decode_triples, sort_keys
-from sae.topk import auxk_loss, fired_latents, fraction_unexplained
+from sae.sparse_code import SparseCode, sort_keys
+from sae.sparse_decode import decode_code
+from sae.topk import auxk_loss, fraction_unexplained, mask_live
 
 
-class BatchCode:
-    """A batch-level sparse code as flat (row, latent, value) triples, sorted by row."""
+class BatchCode(SparseCode):
+    """A batch-level sparse code: the k * batch largest activations of the batch, with their values."""
 
     def __init__(self, pre: torch.Tensor, k: int):
         batch, d_sae = pre.shape
         values, flat = pre.relu().reshape(-1).topk(k * batch, sorted=False)
         flat, order = sort_keys(flat, batch * d_sae)
+        super().__init__(flat // d_sae, flat % d_sae, batch, d_sae)
         self.values = values[order]
-        self.rows = flat // d_sae
-        self.latents = flat % d_sae
         self.batch = batch
 
     def decode(self, W_dec: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        return decode_triples(self.values if values is None else values, self.rows, self.latents, W_dec, self.batch)
+        return decode_code(self.values if values is None else values, self, W_dec)
 
     def smallest_positive(self) -> torch.Tensor:
         return torch.where(self.values > 0, self.values, torch.full_like(self.values, float("inf"))).min()
@@ -71,11 +71,11 @@ class BatchTopKSAE(SAE):
             self.update_threshold(code)
         parts, recon = self.reconstruction_parts(target, code)
         if state.dead_mask is not None:
-            parts["auxk"] = auxk_loss(self, pre, target - recon, state.dead_mask)
+            parts["auxk"] = auxk_loss(self, mask_live(pre, state.dead_mask), target - recon, state.dead_mask)
         return LossOutput(
             total=sum(parts.values()),
             parts=parts,
             x_hat=recon / self.input_scale,
-            fired=fired_latents(code.latents, code.values, self.cfg.d_sae),
+            fired=code.fired(code.values),
             l0=(code.values > 0).sum().to(pre.dtype) / code.batch,
         )

@@ -1,10 +1,9 @@
 """Decoding sparse codes without a dense [batch, d_sae] matmul, forward and backward.
 
-A code is a flat list of (row, latent, value) triples: row r of the output is the sum of
-value * W_dec[latent] over its triples. TopK codes are the special case with k triples per row.
-Forward and the W_dec gradient are `embedding_bag` sums (no [nnz, d] tensor is built); the value
-gradient is a sampled matmul (`torch.sparse.sampled_addmm`: a dot product only at the code's
-positions). Costs scale with nnz * d, not batch * d_sae * d.
+Row r of the output is the sum of value * W_dec[latent] over the code's (r, latent) pairs
+(`sae.sparse_code`). Forward and the W_dec gradient are `embedding_bag` sums (no [nnz, d] tensor is
+built); the value gradient is a sampled matmul (`torch.sparse.sampled_addmm`: a dot product only at
+the code's positions). Costs scale with nnz * d, not batch * d_sae * d.
 """
 
 from __future__ import annotations
@@ -14,67 +13,55 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-
-def _bag_offsets(sorted_keys: torch.Tensor, n_bags: int) -> torch.Tensor:
-    """Start offsets of each bag given bag keys sorted ascending (empty bags allowed, no host sync)."""
-    counts = torch.zeros(n_bags, dtype=torch.long, device=sorted_keys.device)
-    counts.index_add_(0, sorted_keys, torch.ones_like(sorted_keys))
-    return torch.cumsum(counts, 0) - counts
+from sae.sparse_code import SparseCode
 
 
-def sort_keys(keys: torch.Tensor, n_values: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stable sort of integer keys in [0, n_values), on the narrowest dtype that holds them.
-
-    A stable integer sort is a radix sort; narrower keys need fewer passes (int16 is ~4x faster than int64).
-    """
-    dtype = torch.int16 if n_values <= 2**15 else torch.int32 if n_values <= 2**31 else torch.int64
-    sorted_keys, order = torch.sort(keys.to(dtype), stable=True)
-    return sorted_keys.long(), order
-
-
-def _sampled_dot(grad_out: torch.Tensor, offsets: torch.Tensor, latents: torch.Tensor, W_dec: torch.Tensor):
-    """<grad_out[row of j], W_dec[latents[j]]> for every triple j, without gathering [nnz, d]."""
-    crow = torch.cat([offsets, offsets.new_full((1,), latents.shape[0])])
-    pattern_values = torch.ones(latents.shape[0], dtype=W_dec.dtype, device=W_dec.device)
+def _sampled_dot(grad_out: torch.Tensor, code: SparseCode, W_dec: torch.Tensor) -> torch.Tensor:
+    """<grad_out[row], W_dec[latent]> for every pair of the code, without gathering [nnz, d]."""
+    nnz = code.latents.shape[0]
+    crow = torch.cat([code.row_offsets, code.row_offsets.new_full((1,), nnz)])
+    pattern_values = torch.ones(nnz, dtype=W_dec.dtype, device=W_dec.device)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
         pattern = torch.sparse_csr_tensor(
-            crow, latents, pattern_values, size=(grad_out.shape[0], W_dec.shape[0]), check_invariants=False
+            crow, code.latents, pattern_values, size=(code.n_rows, W_dec.shape[0]), check_invariants=False
         )
         return torch.sparse.sampled_addmm(pattern, grad_out, W_dec.T, beta=0.0).values()
 
 
 class SparseDecode(torch.autograd.Function):
-    """out[r] = sum over triples j with rows[j] == r of values[j] * W_dec[latents[j]]; rows sorted ascending."""
+    """out[r] = sum over the code's pairs (r, latent) of value * W_dec[latent]."""
 
     @staticmethod
-    def forward(ctx, values, rows, latents, W_dec, n_rows):
-        offsets = _bag_offsets(rows, n_rows)
-        out = F.embedding_bag(latents, W_dec, offsets, mode="sum", per_sample_weights=values)
-        ctx.save_for_backward(values, rows, latents, W_dec, offsets)
-        return out
+    def forward(ctx, values, W_dec, code):
+        ctx.code = code
+        ctx.save_for_backward(values, W_dec)
+        return F.embedding_bag(code.latents, W_dec, code.row_offsets, mode="sum", per_sample_weights=values)
 
     @staticmethod
     def backward(ctx, grad_out):
-        values, rows, latents, W_dec, offsets = ctx.saved_tensors
+        values, W_dec = ctx.saved_tensors
+        code = ctx.code
         grad_out = grad_out.contiguous()
         grad_values = grad_W = None
         if ctx.needs_input_grad[0]:
-            grad_values = _sampled_dot(grad_out, offsets, latents, W_dec)
-        if ctx.needs_input_grad[3]:
-            sorted_latents, order = sort_keys(latents, W_dec.shape[0])
-            offsets = _bag_offsets(sorted_latents, W_dec.shape[0])
-            grad_W = F.embedding_bag(rows[order], grad_out, offsets, mode="sum", per_sample_weights=values[order])
-        return grad_values, None, None, grad_W, None
+            grad_values = _sampled_dot(grad_out, code, W_dec)
+        if ctx.needs_input_grad[1]:
+            order, rows, offsets = code.by_latent
+            grad_W = F.embedding_bag(rows, grad_out, offsets, mode="sum", per_sample_weights=values[order])
+        return grad_values, grad_W, None
+
+
+def decode_code(values: torch.Tensor, code: SparseCode, W_dec: torch.Tensor) -> torch.Tensor:
+    """Sparse decode of flat values [nnz] on `code` to [n_rows, d]; differentiable in values and W_dec."""
+    return SparseDecode.apply(values.to(W_dec.dtype), W_dec, code)
 
 
 def decode_triples(values: torch.Tensor, rows: torch.Tensor, latents: torch.Tensor, W_dec: torch.Tensor, n_rows: int):
-    """Sparse decode of flat triples (rows sorted ascending) to [n_rows, d]; differentiable in values and W_dec."""
-    return SparseDecode.apply(values.to(W_dec.dtype), rows, latents, W_dec, n_rows)
+    """Sparse decode of flat triples (rows sorted ascending) to [n_rows, d] (no bias)."""
+    return decode_code(values, SparseCode(rows, latents, n_rows, W_dec.shape[0]), W_dec)
 
 
 def decode_topk(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor) -> torch.Tensor:
     """Sparse decode of a TopK code: values, indices [batch, k] -> [batch, d] (no bias)."""
-    batch, k = indices.shape
-    rows = torch.arange(batch, device=indices.device).repeat_interleave(k)
-    return decode_triples(values.reshape(-1), rows, indices.reshape(-1), W_dec, batch)
+    return decode_code(values.reshape(-1), SparseCode.from_topk(indices, W_dec.shape[0]), W_dec)

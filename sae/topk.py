@@ -12,8 +12,11 @@ from collections.abc import Callable
 import torch
 
 from sae.base import SAE, LossOutput, TrainState
-from sae.sparse_decode import decode_topk
+from sae.scratch import scratch
+from sae.sparse_code import SparseCode
+from sae.sparse_decode import decode_code, decode_topk
 from sae.sparse_encode import gather_pre_acts
+from sae.topk_select import topk_indices
 
 
 def fraction_unexplained(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -22,26 +25,24 @@ def fraction_unexplained(target: torch.Tensor, recon: torch.Tensor) -> torch.Ten
     return (recon - target).pow(2).sum() / total
 
 
-def fired_latents(indices: torch.Tensor, values: torch.Tensor, d_sae: int) -> torch.Tensor:
-    """bool[d_sae]: latents with a positive value anywhere in the code (no host sync)."""
-    hits = torch.zeros(d_sae, dtype=values.dtype, device=values.device)
-    hits.index_add_(0, indices.reshape(-1), (values.reshape(-1) > 0).to(values.dtype))
-    return hits > 0
-
-
-def auxk_loss(sae: SAE, pre: torch.Tensor, residual: torch.Tensor, dead_mask: torch.Tensor,
-              select: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+def auxk_loss(sae: SAE, dead_pre: torch.Tensor, residual: torch.Tensor, dead_mask: torch.Tensor,
+              select: Callable[[SparseCode], torch.Tensor] | None = None) -> torch.Tensor:
     """Reconstruct the (detached) residual from the top-k_aux dead latents; scaled by the dead share.
 
-    `select(indices)` re-attaches chosen pre-activations to autograd when `pre` was computed without it."""
+    `dead_pre` are the pre-activations with live latents at -inf (see `mask_live`). `select(code)`
+    re-attaches the chosen pre-activations to autograd when they were computed without it."""
     k_aux = min(sae.cfg.k_aux, sae.cfg.d_sae)
-    dead_pre = pre.masked_fill(~dead_mask.to(pre.device), float("-inf"))
-    values, indices = dead_pre.topk(k_aux, dim=-1, sorted=False)
-    if select is not None:
-        values = select(indices)
-    recon = decode_topk(values.relu(), indices, sae.W_dec)
-    scale = (dead_mask.sum() / k_aux).clamp(max=1.0).to(pre.dtype)
+    code = SparseCode.from_topk(topk_indices(dead_pre, k_aux), sae.cfg.d_sae)
+    values = code.gather(dead_pre) if select is None else select(code)
+    recon = decode_code(values.relu(), code, sae.W_dec)
+    scale = (dead_mask.sum() / k_aux).clamp(max=1.0).to(dead_pre.dtype)
     return sae.cfg.aux_coeff * scale * fraction_unexplained(residual.detach(), recon)
+
+
+def mask_live(pre: torch.Tensor, dead_mask: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """Pre-activations with every live (not dead) latent set to -inf, for AuxK's selection."""
+    live = ~dead_mask.to(pre.device)
+    return pre.masked_fill_(live, float("-inf")) if in_place else pre.masked_fill(live, float("-inf"))
 
 
 class TopKSAE(SAE):
@@ -54,8 +55,8 @@ class TopKSAE(SAE):
         return self.topk_code(self.pre_acts(x))
 
     def topk_code(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        return values.relu(), indices
+        indices = topk_indices(pre, self.cfg.k)
+        return pre.gather(1, indices).relu(), indices
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         values, indices = self.topk_code(pre)
@@ -74,25 +75,30 @@ class TopKSAE(SAE):
         return exported
 
     def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
-        # Pre-activations without autograd; only the kept ones are re-attached (sparse backward).
+        # Pre-activations without autograd, into reused memory; only the kept ones are re-attached
+        # to the graph (sparse backward, `sae.sparse_encode`).
         target = self.scale_input(x)
-        x_in = target - self.b_dec if self.cfg.apply_b_dec_to_input else target
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         with torch.no_grad():
-            pre = torch.addmm(self.b_enc, x_in, self.W_enc)
+            x_in = target - self.b_dec if b_dec is not None else target
+            pre = torch.addmm(self.b_enc, x_in, self.W_enc,
+                              out=scratch((x.shape[0], self.cfg.d_sae), self.W_enc.dtype, x.device))
 
-        def select(idx: torch.Tensor) -> torch.Tensor:
-            return gather_pre_acts(x_in, self.W_enc, self.b_enc, pre, idx)
+        def select(code: SparseCode) -> torch.Tensor:
+            return gather_pre_acts(x_in, self.W_enc, self.b_enc, pre, code, b_dec)
 
-        indices = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
-        values = select(indices).relu()
-        recon = decode_topk(values, indices, self.W_dec) + self.b_dec
+        code = SparseCode.from_topk(topk_indices(pre, self.cfg.k), self.cfg.d_sae)
+        values = select(code).relu()
+        recon = decode_code(values, code, self.W_dec) + self.b_dec
         parts = {"fvu": fraction_unexplained(target, recon)}
         if state.dead_mask is not None:
-            parts["auxk"] = auxk_loss(self, pre, target - recon, state.dead_mask, select)
+            # The kept values are already gathered: the scratch pre-activations can be masked in place.
+            dead_pre = mask_live(pre, state.dead_mask, in_place=True)
+            parts["auxk"] = auxk_loss(self, dead_pre, target - recon, state.dead_mask, select)
         return LossOutput(
             total=sum(parts.values()),
             parts=parts,
             x_hat=recon / self.input_scale,
-            fired=fired_latents(indices, values, self.cfg.d_sae),
-            l0=(values > 0).sum(-1).to(pre.dtype).mean(),
+            fired=code.fired(values),
+            l0=(values > 0).sum().to(pre.dtype) / x.shape[0],
         )

@@ -227,16 +227,43 @@ def test_config_from_yaml_with_overrides(tmp_path):
 
 def test_sparse_topk_encoder_gradients_match_dense():
     torch.manual_seed(0)
+    from sae.sparse_code import SparseCode
     from sae.sparse_encode import gather_pre_acts
 
-    x = torch.randn(11, 6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(11, 6, dtype=torch.float64)
     W = torch.randn(6, 30, dtype=torch.float64, requires_grad=True)
     b = torch.randn(30, dtype=torch.float64, requires_grad=True)
-    weights = torch.rand(4, dtype=torch.float64)
+    b_dec = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(11 * 4, dtype=torch.float64)
     with torch.no_grad():
-        pre = x @ W + b
-    indices = pre.topk(4, dim=-1, sorted=False).indices
-    sparse = (gather_pre_acts(x, W, b, pre, indices).relu() * weights).sum()
-    dense = ((x @ W + b).gather(1, indices).relu() * weights).sum()
-    for got, want in zip(torch.autograd.grad(sparse, (x, W, b)), torch.autograd.grad(dense, (x, W, b))):
+        pre = (x - b_dec) @ W + b
+    code = SparseCode.from_topk(pre.topk(4, dim=-1, sorted=False).indices, 30)
+    sparse = (gather_pre_acts(x - b_dec.detach(), W, b, pre, code, b_dec).relu() * weights).sum()
+    dense = (code.gather((x - b_dec) @ W + b).relu() * weights).sum()
+    for got, want in zip(torch.autograd.grad(sparse, (W, b, b_dec)), torch.autograd.grad(dense, (W, b, b_dec))):
         assert torch.allclose(got, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,k", [(6144, 32), (4096, 64), (1000, 8), (96, 4), (520, 65)])
+def test_topk_indices_selects_exactly_the_k_largest(n, k):
+    from sae.topk_select import topk_indices
+
+    torch.manual_seed(n)
+    x = torch.randn(300, n)
+    x[:5] = x[:5].round()  # many ties
+    x[5, : n // 2] = 7.0  # the top k all in a few groups
+    got = topk_indices(x, k)
+    assert got.shape == (300, k)
+    assert bool((got.sort(-1).values.diff(dim=-1) > 0).all()), "indices repeat within a row"
+    want = x.topk(k, dim=-1).values
+    assert torch.equal(x.gather(1, got).sort(-1, descending=True).values, want)
+
+
+def test_scratch_reuses_one_buffer_per_thread_and_dtype():
+    from sae.scratch import scratch
+
+    a = scratch((64, 32), torch.float32, torch.device("cpu"))
+    b = scratch((16, 8), torch.float32, torch.device("cpu"))
+    assert a.data_ptr() == b.data_ptr()
+    assert scratch((16, 8), torch.float64, torch.device("cpu")).data_ptr() != a.data_ptr()
+    assert scratch((128, 64), torch.float32, torch.device("cpu")).shape == (128, 64)

@@ -4,7 +4,7 @@ import torch
 
 from sae import SAEConfig, TrainState, create_sae
 from sae.sparse_decode import decode_topk
-from sae.topk import auxk_loss, fraction_unexplained
+from sae.topk import auxk_loss, fraction_unexplained, mask_live
 
 
 def dense_reference_loss(sae, x, dead):
@@ -12,7 +12,7 @@ def dense_reference_loss(sae, x, dead):
     pre = sae.pre_acts(x)  # autograd through the dense pre-activations
     values, indices = sae.topk_code(pre)
     recon = decode_topk(values, indices, sae.W_dec) + sae.b_dec
-    return fraction_unexplained(target, recon) + auxk_loss(sae, pre, target - recon, dead)
+    return fraction_unexplained(target, recon) + auxk_loss(sae, mask_live(pre, dead), target - recon, dead)
 
 
 def test_sparse_backward_matches_dense_autograd():
