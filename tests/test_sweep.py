@@ -1,7 +1,12 @@
 """Sweeps: grid expansion, one pass over the data, results table + frontier plot, 2-rank sharding."""
 
+import signal
+import time
+
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from sae import SAE
 from training.distributed import assign_balanced
@@ -70,3 +75,32 @@ def test_two_rank_sharded_sweep_trains_each_sae_once_like_one_process(single, st
     for name, row in sharded.items():
         assert float(row["fvu"]) == pytest.approx(float(reference[name]["fvu"]), rel=0.05, abs=0.01), name
         assert (tmp_path / "sharded" / "saes" / name / "cfg.json").exists()
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_sweep_gives_identical_weights(store, tmp_path):
+    """A sweep killed just after a checkpoint and resumed ends bit-identical to an uninterrupted one."""
+    long = ["total_tokens=76800", "checkpoint_every_steps=7"]
+    sets = lambda name: [a for o in [*_overrides(store, tmp_path, name), *long] for a in ("--set", o)]  # noqa: E731
+    visae_command(["sweep", *sets("straight")], tmp_path)
+
+    killed = tmp_path / "killed"
+    proc = visae_command(["sweep", *sets("killed")], tmp_path, wait=False)
+    deadline = time.time() + 240
+    while not (killed / "checkpoint" / "latest.json").exists():
+        assert proc.poll() is None, "the sweep ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.csv").exists(), "the sweep finished before it was killed"
+    with pytest.raises(AssertionError, match="unfinished sweep"):
+        visae_command(["sweep", *sets("killed")], tmp_path)
+
+    visae_command(["sweep", "--resume", str(killed)], tmp_path)
+    assert not (killed / "checkpoint").exists()
+    for row in read_results(tmp_path / "straight"):
+        want = load_file(tmp_path / "straight" / "saes" / row["name"] / "sae_weights.safetensors")
+        got = load_file(killed / "saes" / row["name"] / "sae_weights.safetensors")
+        assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want), row["name"]

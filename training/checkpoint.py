@@ -7,6 +7,7 @@ reproduces an uninterrupted run bit for bit on CPU.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -14,7 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training import distributed
+
 CHECKPOINT_FILE = "checkpoint.pt"
+RANK_CHECKPOINTS = "checkpoint"  # folder of per-rank checkpoints (sharded sweeps)
+LATEST_FILE = "latest.json"
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
@@ -24,13 +29,71 @@ def checkpoint_path(run_dir: str | os.PathLike) -> Path:
 def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> Path:
     """Write `state` atomically: a reader sees the previous checkpoint or this one, never a torn file."""
     path = checkpoint_path(run_dir)
+    _save_atomic(state, path)
+    return path
+
+
+def _save_atomic(state: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return path
+
+
+def has_rank_checkpoint(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / RANK_CHECKPOINTS / LATEST_FILE).is_file()
+
+
+def save_rank_checkpoint(run_dir: str | os.PathLike, step: int, state: dict) -> None:
+    """Collective: every rank writes its own state for `step`; then the main rank commits the step.
+
+    A checkpoint whose ranks differ (sharded sweeps: each rank holds other SAEs) is committed in two
+    phases: all rank files of the step are written, then `latest.json` names it atomically, then older
+    files go. A kill at any point leaves the previous committed step complete and named.
+    """
+    folder = Path(run_dir) / RANK_CHECKPOINTS
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_atomic(state, folder / _rank_file(step, distributed.rank()))
+    distributed.barrier()
+    if distributed.is_main():
+        latest = folder / LATEST_FILE
+        tmp = latest.with_name(f".{LATEST_FILE}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"step": step, "world_size": distributed.world_size()}))
+        os.replace(tmp, latest)
+        keep = {_rank_file(step, r) for r in range(distributed.world_size())} | {LATEST_FILE}
+        for path in folder.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+    distributed.barrier()
+
+
+def load_rank_checkpoint(run_dir: str | os.PathLike) -> dict:
+    """This rank's state of the last committed step (see `save_rank_checkpoint`)."""
+    folder = Path(run_dir) / RANK_CHECKPOINTS
+    if not (folder / LATEST_FILE).is_file():
+        raise FileNotFoundError(f"no checkpoint in {run_dir}; it finished already or never reached its first "
+                                "checkpoint - start it again without --resume")
+    latest = json.loads((folder / LATEST_FILE).read_text())
+    if latest["world_size"] != distributed.world_size():
+        raise ValueError(f"cannot resume: {run_dir} was checkpointed with {latest['world_size']} processes, this "
+                         f"launch has {distributed.world_size()}; relaunch with the same --nproc_per_node")
+    path = folder / _rank_file(latest["step"], distributed.rank())
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def remove_rank_checkpoints(run_dir: str | os.PathLike) -> None:
+    folder = Path(run_dir) / RANK_CHECKPOINTS
+    if folder.is_dir():
+        (folder / LATEST_FILE).unlink(missing_ok=True)  # uncommit first: a half-removed folder is not a checkpoint
+        for path in folder.iterdir():
+            path.unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _rank_file(step: int, rank: int) -> str:
+    return f"step{step:09d}-rank{rank}.pt"
 
 
 def load_checkpoint(run_dir: str | os.PathLike) -> dict:

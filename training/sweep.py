@@ -6,7 +6,8 @@ widths, any count): every rank reads a disjoint share of each batch, the shares 
 and each rank trains its own SAEs on the whole global batch, so a sharded sweep trains each SAE
 exactly as a single process would.
 
-Writes SWEEP_DIR/saes/<name>/ (one dictionary folder each), results.csv and frontier.png.
+Writes SWEEP_DIR/saes/<name>/ (one dictionary folder each), results.csv and frontier.png; while running,
+SWEEP_DIR/checkpoint/ holds the last committed step of every rank (`visae sweep --resume SWEEP_DIR`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from training.frontier import plot_frontier
 from training.logger import RunLogger
 from training.metrics import log10_freq
 from training.sae_trainer import SAETrainer
-from training.trainer import (CONFIG_FILE, build_trainer, evaluate_many, resolve_device, sae_config,
-                              store_metadata, training_metadata)
+from training.checkpoint import (has_rank_checkpoint, load_rank_checkpoint, remove_rank_checkpoints, rng_state,
+                                 save_rank_checkpoint, set_rng_state)
+from training.trainer import (CONFIG_FILE, build_trainer, check_same_run, evaluate_many, resolve_device, sae_config,
+                              store_metadata, training_metadata, write_atomic)
 
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
 RESULTS_FILE = "results.csv"
@@ -95,8 +98,12 @@ def member_name(cfg: TrainConfig) -> str:
     return f"{cfg.architecture}-{sparsity}-{width}{lr}"
 
 
-def sweep(cfg: SweepConfig) -> Path:
-    """Train every SAE of the grid in one pass; returns the sweep folder (results.csv, frontier.png, saes/)."""
+def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
+    """Train every SAE of the grid in one pass; returns the sweep folder (results.csv, frontier.png, saes/).
+
+    Checkpoints every `checkpoint_every_steps` (each rank writes the SAEs it owns); with `resume=True`
+    the sweep continues from the last one and ends with the same weights as an uninterrupted sweep.
+    """
     cfg = validate(cfg)
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
@@ -106,11 +113,10 @@ def sweep(cfg: SweepConfig) -> Path:
     members = [resolve_defaults(m, d_in) for m in expand_grid(cfg)]
     sweep_dir = cfg.run_dir
     if (sweep_dir / RESULTS_FILE).exists():
+        if resume:
+            return sweep_dir
         raise FileExistsError(f"{sweep_dir} already holds a finished sweep; choose another out_dir or run_name")
-    if distributed.is_main():
-        (sweep_dir / "saes").mkdir(parents=True, exist_ok=True)
-        (sweep_dir / CONFIG_FILE).write_text(to_yaml(cfg))
-    distributed.barrier()
+    checkpoint = _prepare_sweep_dir(sweep_dir, cfg, store.fingerprint, resume)
 
     world, rank = distributed.world_size(), distributed.rank()
     owners = distributed.assign_balanced([float(m.d_sae) for m in members], world)
@@ -119,23 +125,35 @@ def sweep(cfg: SweepConfig) -> Path:
     loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[rank], seed=cfg.seed)
     norm = mean_norm(loader)
     total_steps = cfg.total_tokens // cfg.batch_size
-    stream = BatchStream(loader, device)
-    first = distributed.all_gather_rows(next(stream), shares)
-    trainers = {i: _start_member(members[i], d_in, store, first, norm, total_steps, device) for i in mine}
+    trainers = {i: _member_trainer(members[i], d_in, store, total_steps, device) for i in mine}
+    if checkpoint:
+        start, x = _restore(checkpoint, members, trainers, loader), None
+        stream = BatchStream(loader, device)
+    else:
+        stream = BatchStream(loader, device)
+        start, x = 0, distributed.all_gather_rows(next(stream), shares)
+        for trainer in trainers.values():
+            trainer.sae.init_from_data(x, mean_norm=norm)
 
-    logger = RunLogger(sweep_dir, asdict(cfg), cfg.wandb_mode, cfg.wandb_project, sweep_dir.name, resume_step=None,
-                       enabled=distributed.is_main())
-    bar = tqdm(total=total_steps * cfg.batch_size, unit="tok", unit_scale=True, disable=not distributed.is_main(),
-               desc=f"sweep of {len(members)} SAEs ({len(mine)} on rank {rank})", smoothing=0.05)
-    x = first
+    logger = RunLogger(sweep_dir, asdict(cfg), cfg.wandb_mode, cfg.wandb_project, sweep_dir.name,
+                       resume_step=start if checkpoint else None, enabled=distributed.is_main())
+    bar = tqdm(total=total_steps * cfg.batch_size, initial=start * cfg.batch_size, unit="tok", unit_scale=True,
+               disable=not distributed.is_main(), smoothing=0.05,
+               desc=f"sweep of {len(members)} SAEs ({len(mine)} on rank {rank})")
     pool = ThreadPoolExecutor(cfg.member_threads) if cfg.member_threads > 1 and len(trainers) > 1 else None
-    for step in range(total_steps):
-        if step:
+    for step in range(start, total_steps):
+        if x is None:
             x = distributed.all_gather_rows(next(stream), shares)
         step_members(list(trainers.values()), x, step, pool)
+        x = None
         bar.update(cfg.batch_size)
-        if (step + 1) % cfg.log_every_steps == 0 or step + 1 == total_steps:
-            _log_members(logger, step + 1, members, trainers)
+        done = step + 1
+        if done % cfg.log_every_steps == 0 or done == total_steps:
+            _log_members(logger, done, members, trainers)
+        if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
+            save_rank_checkpoint(sweep_dir, done, {
+                "step": done, "config": asdict(cfg), "store_fingerprint": store.fingerprint, "rng": rng_state(),
+                "loader": loader.state_dict(), "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
     bar.close()
     stream.close()
     if pool is not None:
@@ -151,9 +169,45 @@ def sweep(cfg: SweepConfig) -> Path:
     rows = [row for part in distributed.all_gather_objects(rows) for row in part]
     if distributed.is_main():
         write_results(sweep_dir, sorted(rows, key=lambda r: r["name"]))
+        remove_rank_checkpoints(sweep_dir)
     logger.finish({})
     distributed.barrier()
     return sweep_dir
+
+
+def resume_sweep(sweep_dir: str | os.PathLike, overrides: list[str] = ()) -> Path:
+    """Continue the sweep in `sweep_dir` from its last checkpoint, refusing any change of config or store."""
+    sweep_dir = Path(sweep_dir)
+    saved = sweep_dir / CONFIG_FILE
+    if not saved.is_file():
+        raise FileNotFoundError(f"{sweep_dir} is not a visae sweep (no {CONFIG_FILE}); start one with "
+                                "`visae sweep SWEEP.yaml`")
+    location = [f"out_dir={sweep_dir.parent}", f"run_name={sweep_dir.name}"]
+    return sweep(load_sweep_config(saved, [*overrides, *location]), resume=True)
+
+
+def _prepare_sweep_dir(sweep_dir: Path, cfg: SweepConfig, fingerprint: str, resume: bool) -> dict | None:
+    """Create the sweep folder (new sweep) or load and check this rank's checkpoint (resume)."""
+    if resume:
+        checkpoint = load_rank_checkpoint(sweep_dir)
+        check_same_run(checkpoint, cfg, fingerprint)
+        return checkpoint
+    if has_rank_checkpoint(sweep_dir):
+        raise FileExistsError(f"{sweep_dir} holds an unfinished sweep; continue it with `visae sweep --resume "
+                              f"{sweep_dir}` or choose another out_dir/run_name")
+    if distributed.is_main():
+        (sweep_dir / "saes").mkdir(parents=True, exist_ok=True)
+        write_atomic(sweep_dir / CONFIG_FILE, to_yaml(cfg))
+    distributed.barrier()
+    return None
+
+
+def _restore(checkpoint: dict, members: list[TrainConfig], trainers: dict, loader: ActivationLoader) -> int:
+    for i, trainer in trainers.items():
+        trainer.load_state_dict(checkpoint["members"][members[i].run_name])
+    loader.load_state_dict(checkpoint["loader"])
+    set_rng_state(checkpoint["rng"])
+    return int(checkpoint["step"])
 
 
 def step_members(trainers: list[SAETrainer], x: torch.Tensor, step: int, pool: ThreadPoolExecutor | None = None) -> None:
@@ -170,12 +224,10 @@ def step_members(trainers: list[SAETrainer], x: torch.Tensor, step: int, pool: T
         future.result()
 
 
-def _start_member(member: TrainConfig, d_in: int, store, first_batch: torch.Tensor, norm: float,
-                  total_steps: int, device: torch.device):
-    """Create one SAE (seeded by the config alone, so it is the same on whichever rank owns it)."""
+def _member_trainer(member: TrainConfig, d_in: int, store, total_steps: int, device: torch.device) -> SAETrainer:
+    """One SAE and its trainer (seeded by the config alone, so it is the same on whichever rank owns it)."""
     torch.manual_seed(member.seed)
     sae = create_sae(sae_config(member, d_in, store_metadata(store, member))).to(device)
-    sae.init_from_data(first_batch, mean_norm=norm)
     return build_trainer(sae, member, total_steps, data_parallel=False)
 
 

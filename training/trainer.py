@@ -207,15 +207,19 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, fingerprint: str, resume: 
                                   f"{run_dir}` or choose another out_dir/run_name")
         if distributed.is_main():
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(run_dir / CONFIG_FILE, to_yaml(cfg))
+            write_atomic(run_dir / CONFIG_FILE, to_yaml(cfg))
         distributed.barrier()
         return None
     checkpoint = load_checkpoint(run_dir)
-    _check_same_run(checkpoint, cfg, fingerprint)
+    check_same_run(checkpoint, cfg, fingerprint)
+    if len(checkpoint["ranks"]) != distributed.world_size():
+        raise ValueError(f"cannot resume: the run was checkpointed with {len(checkpoint['ranks'])} processes, "
+                         f"this launch has {distributed.world_size()}; relaunch with the same --nproc_per_node")
     return checkpoint
 
 
-def _check_same_run(checkpoint: dict, cfg: TrainConfig, fingerprint: str) -> None:
+def check_same_run(checkpoint: dict, cfg: TrainConfig, fingerprint: str) -> None:
+    """Refuse to resume a checkpoint under a changed config (beyond `RESUMABLE_CHANGES`) or another store."""
     saved, now = checkpoint["config"], asdict(cfg)
     changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
@@ -226,9 +230,6 @@ def _check_same_run(checkpoint: dict, cfg: TrainConfig, fingerprint: str) -> Non
         raise ValueError(f"cannot resume: the store at {cfg.store} has fingerprint {fingerprint}, but this run "
                          f"was trained on {checkpoint['store_fingerprint']}; point `store` at the original store "
                          "or start a new run")
-    if len(checkpoint["ranks"]) != distributed.world_size():
-        raise ValueError(f"cannot resume: the run was checkpointed with {len(checkpoint['ranks'])} processes, "
-                         f"this launch has {distributed.world_size()}; relaunch with the same --nproc_per_node")
 
 
 def _checkpoint(run_dir: Path, trainer: SAETrainer, loader: ActivationLoader, step: int, cfg: TrainConfig,
@@ -276,7 +277,7 @@ def _broadcast_parameters(sae) -> None:
             torch.distributed.broadcast(t.data, src=0)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
