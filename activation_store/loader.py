@@ -15,6 +15,7 @@ A reader thread loads the next fill and a batcher thread cuts batches while the 
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,16 @@ from activation_store.layout import check_token_kind
 from activation_store.store import ActivationStore
 
 _END = object()
+# Loader threads still running: stopped and joined at interpreter exit, since a daemon thread killed
+# inside a torch or zarr call aborts the process ("terminate called without an active exception").
+_RUNNING: dict[threading.Thread, threading.Event] = {}
+
+
+@atexit.register
+def _stop_running_loaders() -> None:
+    for worker, stop in list(_RUNNING.items()):
+        stop.set()
+        worker.join(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ class ActivationLoader:
         stop = threading.Event()
         worker = threading.Thread(target=self._produce, args=(self.epoch, self.position, batches, stop),
                                   daemon=True, name="activation-loader")
+        _RUNNING[worker] = stop
         worker.start()
         try:
             while True:
@@ -153,6 +165,7 @@ class ActivationLoader:
             stop.set()
             _drain(batches)
             worker.join()
+            _RUNNING.pop(worker, None)
 
     def _produce(self, epoch: int, position: int, out: queue.Queue, stop: threading.Event) -> None:
         try:
@@ -269,8 +282,6 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 
 def _drain(q: queue.Queue) -> None:
-    while True:
-        try:
-            q.get_nowait()
-        except queue.Empty:
-            return
+    """Empty `q` (the caller is its only consumer, so `get_nowait` after `empty()` cannot fail)."""
+    while not q.empty():
+        q.get_nowait()
