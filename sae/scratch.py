@@ -18,9 +18,9 @@ _local = threading.local()
 def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
     """An uninitialised CPU tensor of `shape` that the next call from this thread (same dtype) overwrites.
 
-    None off the CPU, so that `op(..., out=scratch(...))` allocates as usual there (and autocast,
-    which skips `out=` ops, still applies)."""
-    if device.type != "cpu":
+    None off the CPU and under autocast, so that `op(..., out=scratch(...))` allocates as usual there
+    (autocast does not apply to `out=` ops)."""
+    if device.type != "cpu" or torch.is_autocast_enabled("cpu"):
         return None
     buffers = _local.__dict__.setdefault("buffers", {})
     numel = math.prod(shape)

@@ -1,0 +1,368 @@
+"""visae's TopK SAE against its peers (SAELens, dictionary_learning) on the same data and budget: one JSON object.
+
+Speed (random data in memory, fp32, d=384, n=6144, k=32, batch 4096 by default): tokens/s of one full
+training step (forward, backward, optimizer step) of
+- visae: `training.SAETrainer` around a TopK `sae.create_sae`, built by bench/train.py's `make_trainer`;
+- SAELens: its `TopKTrainingSAE` stepped by its own `sae_lens.SAETrainer.step` (its `training_forward_pass`,
+  `loss.backward()`, grad-norm clip 1.0, torch Adam step, LR scheduler step; the decoder norm enters through
+  `rescale_acts_by_decoder_norm`, SAELens's TopK default). Only the trainer's step is driven: SAELens's
+  runner (`LanguageModelSAETrainingRunner`), which needs a transformer model, is not used;
+- dictionary_learning (when importable): `trainers.top_k.TopKTrainer.update` (forward, backward, gradient
+  projection off the decoder directions, clip, Adam, decoder renormalisation).
+No dead latents exist during the timed steps, so none of the three runs its AuxK term there. The rounds
+interleave the three; figures are medians of `--repeats` rounds, and `vs_visae` is peer / visae.
+
+Quality (real activations: the shipped toy model's store, `--store`, harvested into a temporary folder when
+not given): each library trains a TopK SAE (16x width, k=32) on the same token stream and budget (visae's
+`ActivationLoader` with seed `--seed`, full batches of `--batch`), each with its own recipe:
+- visae: `training.trainer.train(TrainConfig(...))`, recipe defaults;
+- SAELens: `sae_lens.SAETrainer(...).fit()` on a data provider that yields the same batches; its defaults for
+  TopK (LR 3e-4 constant unless `--saelens-lr`, AuxK coefficient 1 with k_aux = d_in/2, dead after
+  `dead_feature_window` = 1000 steps, decoder init norm 0.1, b_dec 0). Its `normalize_activations=
+  "expected_average_only_in"` is visae's normalisation (√d_in / E‖x‖); its scale is set from the store's
+  E‖x‖ (the figure visae uses) before `fit`, so SAELens's own estimate does not consume training batches;
+- dictionary_learning: `dictionary_learning.training.trainSAE` with a `TopKTrainer` (its LR rule 2e-4/√(n/2^14),
+  AuxK 1/32 with k_aux = d_in/2, dead after 10M tokens, geometric-median b_dec, no LR decay) and its
+  `normalize_activations=True` (unit mean squared norm, its own estimate over ~100 batches of a fresh pass of
+  the same stream). Its default 1000 warm-up steps must be shorter than the run, so it gets visae's warm-up.
+Every trained SAE is then evaluated by the same code on the same tokens through its library's inference path
+on raw activations (visae `SAE.load`, SAELens `SAE.load_from_disk` of `save_inference_model`, dictionary_learning
+`AutoEncoderTopK.from_pretrained`): FVU per design.md §5, L0 and the dead fraction (latents that fired on none
+of the N evaluation tokens) with `training.metrics.ReconstructionSummary`, on `--eval-tokens` tokens of a
+loader with seed `--seed + 1` (every token of the store once when it holds fewer).
+
+dictionary_learning 0.1.0 imports nnsight; to keep the global environment untouched it can live in its own
+virtual environment (see the report that added this script): run this script with that interpreter, or pass
+its site-packages with `--dl-path`.
+
+    python bench/peers.py [--d 384 --n 6144 --k 32 --batch 4096 --steps 3 --repeats 3]
+                          [--store STORE --hook blocks.-2.resid_post --tokens 4e6 --eval-tokens 262144]
+                          [--skip-speed] [--skip-quality] [--dl-path SITE_PACKAGES]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as `python bench/peers.py`: put the repository first on the path, not bench/ (bench/sae.py
+# would shadow the `sae` package).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch  # noqa: E402
+
+from activation_store.loader import ActivationLoader  # noqa: E402
+from bench.train import make_trainer  # noqa: E402
+from training.data import BatchStream, mean_norm, open_store  # noqa: E402
+from training.metrics import ReconstructionSummary  # noqa: E402
+
+SAELENS_DEFAULT_LR = 3e-4  # sae_lens SAETrainerConfig / LanguageModelSAERunnerConfig default
+
+
+# ---------------------------------------------------------------------------------------------- peers
+
+
+def import_dictionary_learning(path: str | None):
+    """(TopKTrainer, AutoEncoderTopK, trainSAE, version) or a string saying why it is unavailable."""
+    if path:
+        sys.path.append(path)  # appended: the global packages (torch) keep precedence
+    try:
+        from dictionary_learning.trainers.top_k import AutoEncoderTopK, TopKTrainer
+        from dictionary_learning.training import trainSAE
+    except ModuleNotFoundError as err:
+        return "not installed" if err.name == "dictionary_learning" else f"not importable: {err}"
+    except Exception as err:  # noqa: BLE001 - any import failure means "not available", reported as such
+        return f"not importable: {type(err).__name__}: {err}"
+    return TopKTrainer, AutoEncoderTopK, trainSAE, _version("dictionary-learning")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def saelens_trainer(d: int, n: int, k: int, batch: int, steps: int, lr: float, data_provider,
+                    normalize: bool, dead_feature_window: int = 1000):
+    """SAELens's TopK training SAE and its own trainer, TopK defaults except the named arguments."""
+    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(
+        d_in=d, d_sae=n, k=k, dtype="float32", device="cpu",
+        normalize_activations="expected_average_only_in" if normalize else "none"))
+    cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=lr,
+                           lr_end=lr / 10,  # the runner config's post-init default (unused by "constant")
+                           device="cpu", dead_feature_window=dead_feature_window)
+    return SAETrainer(cfg=cfg, sae=sae, data_provider=data_provider)
+
+
+def dl_trainer_config(dl, d: int, n: int, k: int, steps: int, warmup: int, seed: int) -> dict:
+    TopKTrainer = dl[0]
+    return dict(trainer=TopKTrainer, steps=steps, activation_dim=d, dict_size=n, k=k, layer=0, lm_name="visae-bench",
+                warmup_steps=warmup, seed=seed, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------- speed
+
+
+def speed(args, dl) -> dict:
+    torch.manual_seed(0)
+    data = [torch.randn(args.batch, args.d) for _ in range(args.steps)]
+    warm = torch.randn(args.batch, args.d)
+
+    visae = make_trainer(args, torch.device("cpu"), 0, None)
+    visae.step(warm, 0)
+    torch.manual_seed(0)
+    lens = saelens_trainer(args.d, args.n, args.k, args.batch, 10**6, SAELENS_DEFAULT_LR, iter(()), normalize=False)
+    lens.step(warm)
+    runs = {
+        "visae": lambda: [visae.step(x, i + 1) for i, x in enumerate(data)],
+        "saelens": lambda: [lens.step(x) for x in data],
+    }
+    if not isinstance(dl, str):
+        config = dl_trainer_config(dl, args.d, args.n, args.k, 10**6, 1000, 0)
+        trainer = config.pop("trainer")(**config)
+        trainer.update(0, warm)  # step 0 sets b_dec to the batch's geometric median: left out of the timing
+        trainer.update(1, warm)
+        runs["dictionary_learning"] = lambda: [trainer.update(i + 2, x) for i, x in enumerate(data)]
+
+    times = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) / args.steps)
+    tokens_s = {name: args.batch / statistics.median(t) for name, t in times.items()}
+    return {
+        "device": "cpu", "dtype": "float32", "threads": torch.get_num_threads(),
+        "d": args.d, "n": args.n, "k": args.k, "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
+        "tokens_per_s": {name: round(v) for name, v in tokens_s.items()},
+        "vs_visae": {name: round(v / tokens_s["visae"], 3) for name, v in tokens_s.items() if name != "visae"},
+    }
+
+
+# ---------------------------------------------------------------------------------------------- quality
+
+
+def batches(store, hook: str, batch: int, seed: int):
+    """The training token stream every library sees: visae's loader and BatchStream (full batches)."""
+    stream = BatchStream(ActivationLoader(store, hook, batch_size=batch, seed=seed), torch.device("cpu"))
+    try:
+        yield from stream
+    finally:
+        stream.close()
+
+
+class Reiterable:
+    """The same stream from its start on every `iter` (dictionary_learning iterates its data twice)."""
+
+    def __init__(self, *args):
+        self.args = args
+
+    def __iter__(self):
+        return batches(*self.args)
+
+
+def eval_batches(store, hook: str, batch: int, seed: int, n_tokens: int):
+    """`n_tokens` tokens of a loader with another seed, or every token of the store once when it holds fewer."""
+    loader = ActivationLoader(store, hook, batch_size=batch, seed=seed,
+                              epochs=1 if loader_epoch(store, hook) <= n_tokens else None)
+    served = 0
+    for x in loader:
+        x = x[:n_tokens - served].float()
+        served += x.shape[0]
+        yield x
+        if served >= n_tokens:
+            break
+
+
+def loader_epoch(store, hook: str) -> int:
+    return ActivationLoader(store, hook).tokens_per_epoch
+
+
+@torch.no_grad()
+def evaluate(models: dict, store, hook: str, batch: int, seed: int, n_tokens: int, d: int, n: int) -> dict:
+    summaries = {name: ReconstructionSummary(d, n) for name in models}
+    for x in eval_batches(store, hook, batch, seed, n_tokens):
+        for name, (encode, decode) in models.items():
+            z = encode(x)
+            summaries[name].update(x, decode(z), z)
+    out = {}
+    for name, summary in summaries.items():
+        r = summary.result()
+        out[name] = {"fvu": round(r["fvu"], 5), "l0": round(r["l0"], 3), "dead_fraction": round(r["dead_fraction"], 4),
+                     "dead_latents": int((summary.fire_counts == 0).sum()), "n_eval_tokens": r["n_eval_tokens"]}
+    return out
+
+
+def train_visae(store_path: str, hook: str, args, steps: int, work: Path):
+    from sae import SAE
+    from training.config import TrainConfig, resolve_defaults
+    from training.dead_latents import dead_after_tokens
+    from training.trainer import train
+
+    cfg = TrainConfig(store=store_path, hook=hook, architecture="topk", k=args.k, expansion_factor=args.expansion,
+                      total_tokens=steps * args.batch, batch_size=args.batch, seed=args.seed, device="cpu",
+                      out_dir=str(work), run_name="visae", checkpoint_every_steps=10**9, eval_every_steps=10**9,
+                      eval_tokens=args.batch, wandb_mode="disabled")
+    start = time.perf_counter()
+    sae = SAE.load(train(cfg))
+    seconds = time.perf_counter() - start
+    resolved = resolve_defaults(cfg, sae.cfg.d_in)
+    setup = {"lr": resolved.lr, "schedule": f"linear warm-up {min(cfg.lr_warmup_steps, int(cfg.lr_warmup_max_fraction * steps))}"
+             f" steps, linear decay to 0 over the last {cfg.lr_decay_fraction:.0%}", "grad_clip": cfg.grad_clip,
+             "auxk": f"coeff {sae.cfg.aux_coeff:g}, k_aux {sae.cfg.k_aux}, FVU units",
+             "dead_after_tokens": dead_after_tokens(cfg.dead_after_tokens, cfg.dead_max_fraction, cfg.total_tokens),
+             "normalisation": "expected_average_only_in (sqrt(d)/E||x||, E||x|| from the store), folded on save",
+             "b_dec_init": "mean of the first batch", "decoder": "unit-norm rows"}
+    return (sae.encode, sae.decode), seconds, setup
+
+
+def train_saelens(store, hook: str, args, steps: int, lr: float, work: Path, name: str):
+    from sae_lens import SAE
+
+    d = store.d(hook)
+    torch.manual_seed(args.seed)
+    trainer = saelens_trainer(d, int(round(args.expansion * d)), args.k, args.batch, steps, lr,
+                              batches(store, hook, args.batch, args.seed), normalize=True,
+                              dead_feature_window=args.saelens_dead_window)
+    norm = mean_norm(ActivationLoader(store, hook))
+    trainer.activation_scaler.scaling_factor = math.sqrt(d) / norm
+    start = time.perf_counter()
+    sae = trainer.fit()
+    trainer.data_provider.close()
+    seconds = time.perf_counter() - start
+    sae.save_inference_model(work / name)
+    inference = SAE.load_from_disk(work / name, device="cpu")
+    setup = {"lr": lr, "lr_source": "SAELens default" if lr == SAELENS_DEFAULT_LR else "set (visae's LR)",
+             "schedule": "constant, no warm-up (SAELens default)", "grad_clip": 1.0,
+             "auxk": f"coeff {sae.cfg.aux_loss_coefficient:g}, k_aux d_in/2 = {d // 2}, MSE units (SAELens default)",
+             "dead_after_tokens": args.saelens_dead_window * args.batch,
+             "dead_feature_window_steps": args.saelens_dead_window,
+             "normalisation": "expected_average_only_in, scale sqrt(d)/E||x|| from the store, folded by fit()",
+             "b_dec_init": "zeros", "decoder": "init norm 0.1, rescale_acts_by_decoder_norm=True",
+             "n_dead_at_end_of_training": int(trainer.dead_neurons.sum())}
+    return (inference.encode, inference.decode), seconds, setup
+
+
+def train_dictionary_learning(dl, store, hook: str, args, steps: int, warmup: int, work: Path):
+    _, AutoEncoderTopK, trainSAE, _ = dl
+    d = store.d(hook)
+    n = int(round(args.expansion * d))
+    config = dl_trainer_config(dl, d, n, args.k, steps, warmup, args.seed)
+    start = time.perf_counter()
+    trainSAE(Reiterable(store, hook, args.batch, args.seed), [config], steps=steps, save_dir=str(work / "dl"),
+             normalize_activations=True, device="cpu")
+    seconds = time.perf_counter() - start
+    ae = AutoEncoderTopK.from_pretrained(str(work / "dl" / "trainer_0" / "ae.pt"), device="cpu")
+    setup = {"lr": 2e-4 / math.sqrt(n / 2**14), "lr_source": "dictionary_learning's rule 2e-4/sqrt(n/2^14)",
+             "schedule": f"linear warm-up {warmup} steps (visae's; its default 1000 exceeds the run), no decay "
+             "(decay_start=None default)", "grad_clip": 1.0,
+             "auxk": f"coeff 1/32, k_aux d_in/2 = {d // 2}, normalised by the residual's variance",
+             "dead_after_tokens": 10_000_000,
+             "normalisation": "trainSAE normalize_activations=True (E||x||^2 = 1, estimated on ~100 batches), "
+             "folded into the biases on save",
+             "b_dec_init": "geometric median of the first batch", "decoder": "unit-norm columns, parallel gradient removed"}
+    return (ae.encode, ae.decode), seconds, setup
+
+
+def harvest_store(work: Path, n_images: int) -> str:
+    from service.commands.quickstart import _harvest
+
+    return _harvest(work, n_images)
+
+
+def quality(args, dl) -> dict:
+    with tempfile.TemporaryDirectory(prefix="visae-peers-") as tmp:
+        work = Path(tmp)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON object only
+            store_path = args.store or harvest_store(work, args.n_images)
+            store, hook = open_store(store_path, args.hook)
+            d = store.d(hook)
+            n = int(round(args.expansion * d))
+            steps = int(args.tokens) // args.batch
+            warmup = min(1000, int(0.05 * steps))  # visae's recipe (TrainConfig defaults)
+            models, results = {}, {}
+            trainers = [("visae", lambda: train_visae(store_path, hook, args, steps, work))]
+            for lr in args.saelens_lr.split(","):
+                value = {"default": SAELENS_DEFAULT_LR, "visae": visae_lr(n)}.get(lr) or float(lr)
+                name = "saelens" if lr == "default" else f"saelens_lr_{lr}"
+                trainers.append((name, lambda value=value, name=name: train_saelens(store, hook, args, steps, value,
+                                                                                  work, name)))
+            if not isinstance(dl, str):
+                trainers.append(("dictionary_learning",
+                                 lambda: train_dictionary_learning(dl, store, hook, args, steps, warmup, work)))
+            for name, fit in trainers:
+                print(f"[peers] training {name}", file=sys.stderr)
+                models[name], seconds, setup = fit()
+                results[name] = {"train_s": round(seconds, 1), "setup": setup}
+            n_eval = min(args.eval_tokens, loader_epoch(store, hook))
+            figures = evaluate(models, store, hook, args.batch, args.seed + 1, n_eval, d, n)
+    for name in results:
+        results[name] = {**figures[name], **results[name]}
+    best = min(figures[name]["fvu"] for name in figures if name != "visae")
+    return {
+        "store": store_path if args.store else f"harvested: {args.n_images} shapes images (temporary)",
+        "hook": hook, "token_kind": "all", "d_in": d, "d_sae": n, "k": args.k, "batch": args.batch, "steps": steps,
+        "training_tokens": steps * args.batch, "store_tokens": loader_epoch(store, hook), "seed": args.seed,
+        "eval": {"tokens": n_eval, "seed": args.seed + 1,
+                 "note": "every store token once (the store is smaller than --eval-tokens); these tokens were also "
+                         "trained on" if n_eval < args.eval_tokens else "tokens of the training store"},
+        "results": results,
+        "visae_fvu_vs_best_peer": round(figures["visae"]["fvu"] / best, 3) if len(figures) > 1 else None,
+        "visae_dead_target": "< 0.01",
+    }
+
+
+def visae_lr(n: int) -> float:
+    from training.config import default_lr
+
+    return default_lr("topk", n)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--d", type=int, default=384, help="speed: input width")
+    p.add_argument("--n", type=int, default=6144, help="speed: latents")
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--batch", type=int, default=4096)
+    p.add_argument("--steps", type=int, default=3, help="speed: training steps per timed run")
+    p.add_argument("--repeats", type=int, default=3, help="speed: interleaved rounds; figures are medians")
+    p.add_argument("--store", default=None, help="quality: activation store (default: harvest one into a temp folder)")
+    p.add_argument("--n-images", type=int, default=2048, help="quality: shapes images to harvest when --store is not given")
+    p.add_argument("--hook", default="blocks.-2.resid_post")
+    p.add_argument("--tokens", type=float, default=4e6, help="quality: training token budget of every library")
+    p.add_argument("--expansion", type=float, default=16.0, help="quality: latents per input dimension")
+    p.add_argument("--eval-tokens", type=int, default=2**18)
+    p.add_argument("--seed", type=int, default=0, help="quality: training stream seed (evaluation uses seed + 1)")
+    p.add_argument("--saelens-lr", default="default",
+                   help="quality: comma-separated SAELens LRs to train: default (3e-4), visae (visae's LR), or numbers")
+    p.add_argument("--saelens-dead-window", type=int, default=1000,
+                   help="quality: SAELens dead_feature_window in steps (its default 1000)")
+    p.add_argument("--dl-path", default=None, help="a site-packages folder holding dictionary_learning and its deps")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-quality", action="store_true")
+    args = p.parse_args()
+
+    dl = import_dictionary_learning(args.dl_path)
+    out = {"torch": torch.__version__, "sae_lens": _version("sae-lens"),
+           "dictionary_learning": dl if isinstance(dl, str) else dl[3]}
+    if not args.skip_speed:
+        out["speed"] = speed(args, dl)
+    if not args.skip_quality:
+        out["quality"] = quality(args, dl)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
