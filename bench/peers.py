@@ -17,10 +17,11 @@ not given): each library trains a TopK SAE (16x width, k=32) on the same token s
 `ActivationLoader` with seed `--seed`, full batches of `--batch`), each with its own recipe:
 - visae: `training.trainer.train(TrainConfig(...))`, recipe defaults;
 - SAELens: `sae_lens.SAETrainer(...).fit()` on a data provider that yields the same batches; its defaults for
-  TopK (LR 3e-4 constant unless `--saelens-lr`, AuxK coefficient 1 with k_aux = d_in/2, dead after
-  `dead_feature_window` = 1000 steps, decoder init norm 0.1, b_dec 0). Its `normalize_activations=
-  "expected_average_only_in"` is visae's normalisation (√d_in / E‖x‖); its scale is set from the store's
-  E‖x‖ (the figure visae uses) before `fit`, so SAELens's own estimate does not consume training batches;
+  TopK (LR 3e-4 constant, plus by default a second run at visae's LR, see `--saelens-lr`; AuxK coefficient 1
+  with k_aux = d_in/2, dead after `dead_feature_window` = 1000 steps, decoder init norm 0.1, b_dec 0). Its
+  `normalize_activations="expected_average_only_in"` is visae's normalisation (√d_in / E‖x‖); its scale is
+  set from the store's E‖x‖ (the figure visae uses) before `fit`, so SAELens's own estimate does not consume
+  training batches;
 - dictionary_learning: `dictionary_learning.training.trainSAE` with a `TopKTrainer` (its LR rule 2e-4/√(n/2^14),
   AuxK 1/32 with k_aux = d_in/2, dead after 10M tokens, geometric-median b_dec, no LR decay) and its
   `normalize_activations=True` (unit mean squared norm, its own estimate over ~100 batches of a fresh pass of
@@ -201,7 +202,7 @@ def evaluate(models: dict, store, hook: str, batch: int, seed: int, n_tokens: in
     for name, summary in summaries.items():
         r = summary.result()
         out[name] = {"fvu": round(r["fvu"], 5), "l0": round(r["l0"], 3), "dead_fraction": round(r["dead_fraction"], 4),
-                     "dead_latents": int((summary.fire_counts == 0).sum()), "n_eval_tokens": r["n_eval_tokens"]}
+                     "dead_latents": int((summary.fire_counts == 0).sum())}
     return out
 
 
@@ -219,8 +220,9 @@ def train_visae(store_path: str, hook: str, args, steps: int, work: Path):
     sae = SAE.load(train(cfg))
     seconds = time.perf_counter() - start
     resolved = resolve_defaults(cfg, sae.cfg.d_in)
-    setup = {"lr": resolved.lr, "schedule": f"linear warm-up {min(cfg.lr_warmup_steps, int(cfg.lr_warmup_max_fraction * steps))}"
-             f" steps, linear decay to 0 over the last {cfg.lr_decay_fraction:.0%}", "grad_clip": cfg.grad_clip,
+    schedule = visae_schedule(steps)
+    setup = {"lr": resolved.lr, "schedule": f"linear warm-up {schedule.warmup_steps} steps, linear decay to 0 over "
+             f"the last {schedule.decay_steps} steps", "grad_clip": cfg.grad_clip,
              "auxk": f"coeff {sae.cfg.aux_coeff:g}, k_aux {sae.cfg.k_aux}, FVU units",
              "dead_after_tokens": dead_after_tokens(cfg.dead_after_tokens, cfg.dead_max_fraction, cfg.total_tokens),
              "normalisation": "expected_average_only_in (sqrt(d)/E||x||, E||x|| from the store), folded on save",
@@ -272,7 +274,8 @@ def train_dictionary_learning(dl, store, hook: str, args, steps: int, warmup: in
              "dead_after_tokens": 10_000_000,
              "normalisation": "trainSAE normalize_activations=True (E||x||^2 = 1, estimated on ~100 batches), "
              "folded into the biases on save",
-             "b_dec_init": "geometric median of the first batch", "decoder": "unit-norm columns, parallel gradient removed"}
+             "b_dec_init": "geometric median of the first batch",
+             "decoder": "unit-norm columns, parallel gradient removed"}
     return (ae.encode, ae.decode), seconds, setup
 
 
@@ -291,7 +294,7 @@ def quality(args, dl) -> dict:
             d = store.d(hook)
             n = int(round(args.expansion * d))
             steps = int(args.tokens) // args.batch
-            warmup = min(1000, int(0.05 * steps))  # visae's recipe (TrainConfig defaults)
+            warmup = visae_schedule(steps).warmup_steps
             models, results = {}, {}
             trainers = [("visae", lambda: train_visae(store_path, hook, args, steps, work))]
             for lr in args.saelens_lr.split(","):
@@ -306,22 +309,33 @@ def quality(args, dl) -> dict:
                 print(f"[peers] training {name}", file=sys.stderr)
                 models[name], seconds, setup = fit()
                 results[name] = {"train_s": round(seconds, 1), "setup": setup}
-            n_eval = min(args.eval_tokens, loader_epoch(store, hook))
+            store_tokens = loader_epoch(store, hook)  # read before a harvested store's folder goes
+            n_eval = min(args.eval_tokens, store_tokens)
             figures = evaluate(models, store, hook, args.batch, args.seed + 1, n_eval, d, n)
+            print(f"[peers] {json.dumps(figures)}", file=sys.stderr)
     for name in results:
         results[name] = {**figures[name], **results[name]}
-    best = min(figures[name]["fvu"] for name in figures if name != "visae")
+    peers = [figures[name]["fvu"] for name in figures if name != "visae"]
     return {
         "store": store_path if args.store else f"harvested: {args.n_images} shapes images (temporary)",
         "hook": hook, "token_kind": "all", "d_in": d, "d_sae": n, "k": args.k, "batch": args.batch, "steps": steps,
-        "training_tokens": steps * args.batch, "store_tokens": loader_epoch(store, hook), "seed": args.seed,
+        "training_tokens": steps * args.batch, "store_tokens": store_tokens, "seed": args.seed,
         "eval": {"tokens": n_eval, "seed": args.seed + 1,
                  "note": "every store token once (the store is smaller than --eval-tokens); these tokens were also "
                          "trained on" if n_eval < args.eval_tokens else "tokens of the training store"},
         "results": results,
-        "visae_fvu_vs_best_peer": round(figures["visae"]["fvu"] / best, 3) if len(figures) > 1 else None,
+        "visae_fvu_vs_best_peer": round(figures["visae"]["fvu"] / min(peers), 3) if peers else None,
         "visae_dead_target": "< 0.01",
     }
+
+
+def visae_schedule(steps: int):
+    """visae's LR schedule under the TrainConfig defaults (as `training.trainer.build_trainer` makes it)."""
+    from training.config import TrainConfig
+    from training.schedule import warmup_decay
+
+    cfg = TrainConfig()
+    return warmup_decay(steps, cfg.lr_warmup_steps, cfg.lr_warmup_max_fraction, cfg.lr_decay_fraction)
 
 
 def visae_lr(n: int) -> float:
@@ -339,13 +353,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="speed: training steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="speed: interleaved rounds; figures are medians")
     p.add_argument("--store", default=None, help="quality: activation store (default: harvest one into a temp folder)")
-    p.add_argument("--n-images", type=int, default=2048, help="quality: shapes images to harvest when --store is not given")
+    p.add_argument("--n-images", type=int, default=2048,
+                   help="quality: shapes images to harvest when --store is not given")
     p.add_argument("--hook", default="blocks.-2.resid_post")
     p.add_argument("--tokens", type=float, default=4e6, help="quality: training token budget of every library")
     p.add_argument("--expansion", type=float, default=16.0, help="quality: latents per input dimension")
     p.add_argument("--eval-tokens", type=int, default=2**18)
     p.add_argument("--seed", type=int, default=0, help="quality: training stream seed (evaluation uses seed + 1)")
-    p.add_argument("--saelens-lr", default="default",
+    p.add_argument("--saelens-lr", default="default,visae",
                    help="quality: comma-separated SAELens LRs to train: default (3e-4), visae (visae's LR), or numbers")
     p.add_argument("--saelens-dead-window", type=int, default=1000,
                    help="quality: SAELens dead_feature_window in steps (its default 1000)")

@@ -58,7 +58,7 @@ class TrainConfig:
     seed: int = 0
     # runtime
     device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
-    dtype: str = "float32"  # float32, or bfloat16 autocast (GPU)
+    dtype: str = "float32"  # float32, or bfloat16 autocast (GPU, or a CPU with AMX/AVX512-BF16)
     # bookkeeping
     out_dir: str = "runs"
     run_name: str | None = None  # None = derived from hook, architecture, k and width
