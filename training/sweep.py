@@ -35,7 +35,7 @@ from training.sae_trainer import SAETrainer
 from training.checkpoint import (has_rank_checkpoint, load_rank_checkpoint, remove_rank_checkpoints, rng_state,
                                  save_rank_checkpoint, set_rng_state)
 from training.trainer import (CONFIG_FILE, build_trainer, check_same_run, evaluate_many, resolve_device, sae_config,
-                              store_metadata, training_metadata, write_atomic)
+                              saved_run_config, store_metadata, training_metadata, write_atomic)
 
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
 RESULTS_FILE = "results.csv"
@@ -177,12 +177,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
 
 def resume_sweep(sweep_dir: str | os.PathLike, overrides: list[str] = ()) -> Path:
     """Continue the sweep in `sweep_dir` from its last checkpoint, refusing any change of config or store."""
-    sweep_dir = Path(sweep_dir)
-    saved = sweep_dir / CONFIG_FILE
-    if not saved.is_file():
-        raise FileNotFoundError(f"{sweep_dir} is not a visae sweep (no {CONFIG_FILE}); start one with "
-                                "`visae sweep SWEEP.yaml`")
-    location = [f"out_dir={sweep_dir.parent}", f"run_name={sweep_dir.name}"]
+    saved, location = saved_run_config(sweep_dir, "sweep", "visae sweep SWEEP.yaml")
     return sweep(load_sweep_config(saved, [*overrides, *location]), resume=True)
 
 

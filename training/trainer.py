@@ -139,14 +139,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 def resume(run_dir: str | os.PathLike, overrides: list[str] = (), config_path: str | None = None) -> Path:
     """Continue the run in `run_dir` from its checkpoint, refusing any change of config or store."""
+    saved, location = saved_run_config(run_dir, "training run", "visae train CONFIG.yaml")
+    return train(load_config(config_path or saved, [*overrides, *location]), resume=True)
+
+
+def saved_run_config(run_dir: str | os.PathLike, what: str, command: str) -> tuple[Path, list[str]]:
+    """The config a run folder saved, and the overrides that keep the run in that folder (for resuming)."""
     run_dir = Path(run_dir)
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a visae training run (no {CONFIG_FILE}); "
-                                "start one with `visae train CONFIG.yaml`")
-    location = [f"out_dir={run_dir.parent}", f"run_name={run_dir.name}"]
-    cfg = load_config(config_path or saved, [*overrides, *location])
-    return train(cfg, resume=True)
+        raise FileNotFoundError(f"{run_dir} is not a visae {what} (no {CONFIG_FILE}); start one with `{command}`")
+    return saved, [f"out_dir={run_dir.parent}", f"run_name={run_dir.name}"]
 
 
 def training_metadata(cfg: TrainConfig, total_steps: int, summary: dict) -> dict:
