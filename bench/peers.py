@@ -30,14 +30,21 @@ Every trained SAE is then evaluated by the same code on the same tokens through 
 on raw activations (visae `SAE.load`, SAELens `SAE.load_from_disk` of `save_inference_model`, dictionary_learning
 `AutoEncoderTopK.from_pretrained`): FVU per design.md §5, L0 and the dead fraction (latents that fired on none
 of the N evaluation tokens) with `training.metrics.ReconstructionSummary`, on `--eval-tokens` tokens of a
-loader with seed `--seed + 1` (every token of the store once when it holds fewer).
+loader with seed `--seed + 1` (every token of the store once when it holds fewer), from the training store or,
+with `--eval-store heldout`, from a store of other images that no SAE trained on.
 
-dictionary_learning 0.1.0 imports nnsight; to keep the global environment untouched it can live in its own
-virtual environment (see the report that added this script): run this script with that interpreter, or pass
-its site-packages with `--dl-path`.
+dictionary_learning 0.1.0 (PyPI) imports nnsight 0.3 when imported. To keep the global environment untouched,
+install it without dependencies into a virtual environment that sees the global packages (torch included):
+
+    python -m venv --system-site-packages /tmp/dl-venv
+    /tmp/dl-venv/bin/pip install --no-deps dictionary-learning "nnsight>=0.3,<0.4" python-socketio \
+        python-engineio bidict simple-websocket wsproto
+
+then run this script with /tmp/dl-venv/bin/python, or pass --dl-path /tmp/dl-venv/lib/python3.11/site-packages.
 
     python bench/peers.py [--d 384 --n 6144 --k 32 --batch 4096 --steps 3 --repeats 3]
                           [--store STORE --hook blocks.-2.resid_post --tokens 4e6 --eval-tokens 262144]
+                          [--eval-store train|heldout|PATH] [--saelens-lr default,visae]
                           [--skip-speed] [--skip-quality] [--dl-path SITE_PACKAGES]
 """
 
@@ -285,6 +292,28 @@ def harvest_store(work: Path, n_images: int) -> str:
     return _harvest(work, n_images)
 
 
+def harvest_heldout(work: Path, n_images: int, hook: str) -> str:
+    """A store of other shapes images (dataset seed 1, the quickstart's is 0): tokens no SAE trained on."""
+    from activation_store.harvest_config import HarvestConfig
+    from activation_store.harvester import harvest
+    from service.commands.quickstart import MODEL
+
+    path = work / "heldout.zarr"
+    harvest(HarvestConfig(out=str(path), model=MODEL, images=f"shapes:n={n_images},seed=1", hooks=[hook],
+                          tokens="all", batch_size=64))
+    return str(path)
+
+
+def eval_store(args, store, hook: str, work: Path):
+    """The store the evaluation tokens come from (see --eval-store) and a note saying what they are."""
+    if args.eval_store == "train":
+        return store, "tokens of the training store"
+    if args.eval_store == "heldout":
+        return (open_store(harvest_heldout(work, args.n_images, hook), hook)[0],
+                f"held out: {args.n_images} other shapes images (dataset seed 1), harvested for this run")
+    return open_store(args.eval_store, hook)[0], f"tokens of {args.eval_store}"
+
+
 def quality(args, dl) -> dict:
     with tempfile.TemporaryDirectory(prefix="visae-peers-") as tmp:
         work = Path(tmp)
@@ -310,8 +339,11 @@ def quality(args, dl) -> dict:
                 models[name], seconds, setup = fit()
                 results[name] = {"train_s": round(seconds, 1), "setup": setup}
             store_tokens = loader_epoch(store, hook)  # read before a harvested store's folder goes
-            n_eval = min(args.eval_tokens, store_tokens)
-            figures = evaluate(models, store, hook, args.batch, args.seed + 1, n_eval, d, n)
+            evaluation, note = eval_store(args, store, hook, work)
+            n_eval = min(args.eval_tokens, loader_epoch(evaluation, hook))
+            if n_eval < args.eval_tokens:
+                note += f"; every token once (it holds fewer than --eval-tokens {args.eval_tokens})"
+            figures = evaluate(models, evaluation, hook, args.batch, args.seed + 1, n_eval, d, n)
             print(f"[peers] {json.dumps(figures)}", file=sys.stderr)
     for name in results:
         results[name] = {**figures[name], **results[name]}
@@ -320,9 +352,7 @@ def quality(args, dl) -> dict:
         "store": store_path if args.store else f"harvested: {args.n_images} shapes images (temporary)",
         "hook": hook, "token_kind": "all", "d_in": d, "d_sae": n, "k": args.k, "batch": args.batch, "steps": steps,
         "training_tokens": steps * args.batch, "store_tokens": store_tokens, "seed": args.seed,
-        "eval": {"tokens": n_eval, "seed": args.seed + 1,
-                 "note": "every store token once (the store is smaller than --eval-tokens); these tokens were also "
-                         "trained on" if n_eval < args.eval_tokens else "tokens of the training store"},
+        "eval": {"tokens": n_eval, "loader_seed": args.seed + 1, "tokens_are": note},
         "results": results,
         "visae_fvu_vs_best_peer": round(figures["visae"]["fvu"] / min(peers), 3) if peers else None,
         "visae_dead_target": "< 0.01",
@@ -359,6 +389,9 @@ def main() -> None:
     p.add_argument("--tokens", type=float, default=4e6, help="quality: training token budget of every library")
     p.add_argument("--expansion", type=float, default=16.0, help="quality: latents per input dimension")
     p.add_argument("--eval-tokens", type=int, default=2**18)
+    p.add_argument("--eval-store", default="train",
+                   help="quality: evaluation tokens from: train (the training store), heldout (harvest --n-images "
+                        "other shapes images, dataset seed 1), or a store path")
     p.add_argument("--seed", type=int, default=0, help="quality: training stream seed (evaluation uses seed + 1)")
     p.add_argument("--saelens-lr", default="default,visae",
                    help="quality: comma-separated SAELens LRs to train: default (3e-4), visae (visae's LR), or numbers")
