@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,12 +24,12 @@ def load_typed_config(schema: type[T], yaml_path: str | os.PathLike | None = Non
     if yaml_path is not None and not Path(yaml_path).is_file():
         raise FileNotFoundError(f"config file {yaml_path} does not exist")
     try:
-        merged = OmegaConf.merge(
-            OmegaConf.structured(schema),
-            OmegaConf.load(yaml_path) if yaml_path is not None else {},
-            *(OmegaConf.from_dotlist(list(layer)) if isinstance(layer, (list, tuple))
-              else {k: v for k, v in layer.items() if v is not None} for layer in layers),
-        )
+        sources = [OmegaConf.load(yaml_path) if yaml_path is not None else {},
+                   *(OmegaConf.from_dotlist(list(layer)) if isinstance(layer, (list, tuple))
+                     else {k: v for k, v in layer.items() if v is not None} for layer in layers)]
+        merged = OmegaConf.merge(OmegaConf.structured(schema),
+                                 *(_whole_floats_to_int(schema, OmegaConf.to_container(OmegaConf.create(source)))
+                                   for source in sources))
         return OmegaConf.to_object(merged)
     except MissingMandatoryValue as err:
         raise ValueError(f"missing required setting {err.full_key!r}; set it in the YAML file or on the "
@@ -37,3 +39,24 @@ def load_typed_config(schema: type[T], yaml_path: str | os.PathLike | None = Non
         where = f"field {key!r}" if key else schema.__name__
         message = str(getattr(err, "msg", err)).splitlines()[0]
         raise ValueError(f"bad {where} in {yaml_path or 'the settings given'}: {message}") from None
+
+
+def _whole_floats_to_int(schema: type, values: dict) -> dict:
+    """`total_tokens=4e6` is a float to YAML; give integer fields the whole numbers written that way."""
+    hints = typing.get_type_hints(schema)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(hint):
+            _whole_floats_to_int(hint, value)
+        elif isinstance(value, list) and typing.get_origin(hint) is list:
+            values[name] = [_as_int(item, typing.get_args(hint)[0]) for item in value]
+        else:
+            values[name] = _as_int(value, hint)
+    return values
+
+
+def _as_int(value, hint):
+    options = typing.get_args(hint) or (hint,)
+    if isinstance(value, float) and value.is_integer() and int in options and float not in options:
+        return int(value)
+    return value

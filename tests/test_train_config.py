@@ -22,6 +22,19 @@ def test_yaml_then_overrides(tmp_path):
     assert (cfg.k, cfg.lr, cfg.sae_params, cfg.adam_betas) == (64, 1e-3, {"k_aux": 128}, [0.0, 0.99])
 
 
+def test_token_counts_written_in_exponent_form_are_whole_numbers(tmp_path):
+    from training.sweep import load_sweep_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("store: s.zarr\nhook: h\ntotal_tokens: 2.0e7\n")
+    assert load_config(path).total_tokens == 20_000_000
+    assert load_config(path, ["total_tokens=4e6"]).total_tokens == 4_000_000
+    sweep = load_sweep_config(None, ["store=s", "hook=h", "grid.d_sae=[1.5e3,3072]", "grid.lr=[1e-3,null]"])
+    assert sweep.grid.d_sae == [1500, 3072] and sweep.grid.lr == [1e-3, None]
+    with pytest.raises(ValueError, match="total_tokens"):
+        load_config(None, ["store=s", "hook=h", "total_tokens=4.5"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("nonsense=1", "nonsense"),
     ("k=many", "k"),
