@@ -327,7 +327,7 @@ def quality(args, dl) -> dict:
             models, results = {}, {}
             trainers = [("visae", lambda: train_visae(store_path, hook, args, steps, work))]
             for lr in args.saelens_lr.split(","):
-                value = {"default": SAELENS_DEFAULT_LR, "visae": visae_lr(n)}.get(lr) or float(lr)
+                value = {"default": SAELENS_DEFAULT_LR, "visae": visae_lr(n, d)}.get(lr) or float(lr)
                 name = "saelens" if lr == "default" else f"saelens_lr_{lr}"
                 trainers.append((name, lambda value=value, name=name: train_saelens(store, hook, args, steps, value,
                                                                                   work, name)))
@@ -368,10 +368,10 @@ def visae_schedule(steps: int):
     return warmup_decay(steps, cfg.lr_warmup_steps, cfg.lr_warmup_max_fraction, cfg.lr_decay_fraction)
 
 
-def visae_lr(n: int) -> float:
+def visae_lr(n: int, d: int) -> float:
     from training.config import default_lr
 
-    return default_lr("topk", n)
+    return default_lr("topk", n, d)
 
 
 def main() -> None:

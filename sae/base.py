@@ -10,8 +10,8 @@ activations and `input_scale` of a loaded SAE is 1.
 from __future__ import annotations
 
 import abc
-
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -71,6 +71,7 @@ class SAE(nn.Module, abc.ABC):
 
     architecture: ClassVar[str]
     unit_norm_decoder: ClassVar[bool] = True
+    needs_calibration: ClassVar[bool] = False  # whether `calibrate` fits anything (BatchTopK's threshold)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -152,6 +153,10 @@ class SAE(nn.Module, abc.ABC):
             return
         rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.W_dec.grad -= (self.W_dec.grad * rows).sum(1, keepdim=True) * rows
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+        """Fit inference-only statistics to the final weights on raw batches (after training; most
+        architectures have none)."""
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -7,6 +7,7 @@ stream) drive SAEs through this class.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 import torch
 
@@ -112,6 +113,14 @@ class SAETrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.dead.load_state_dict(state["dead"])
         self.aux_active = bool(state["aux_active"])
+
+    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+        """After training: fit the SAE's inference-only statistics (BatchTopK's threshold) to its final weights."""
+        self.sae.eval()
+        with self._autocast(self.params[0].device):
+            self.sae.calibrate(batches)
+        self.sae.train()
+        self.sync_buffers()
 
     def sync_buffers(self) -> None:
         """Average floating buffers (e.g. BatchTopK's running threshold) over data-parallel ranks."""

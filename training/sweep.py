@@ -34,8 +34,9 @@ from training.metrics import log10_freq
 from training.sae_trainer import SAETrainer
 from training.checkpoint import (has_rank_checkpoint, load_rank_checkpoint, remove_rank_checkpoints, rng_state,
                                  save_rank_checkpoint, set_rng_state)
-from training.trainer import (CONFIG_FILE, build_trainer, check_same_run, evaluate_many, resolve_device, sae_config,
-                              saved_run_config, store_metadata, training_metadata, write_atomic)
+from training.trainer import (CALIBRATION_BATCHES, CONFIG_FILE, build_trainer, check_same_run, evaluate_many,
+                              resolve_device, sae_config, saved_run_config, store_metadata, training_metadata,
+                              write_atomic)
 
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
 RESULTS_FILE = "results.csv"
@@ -155,6 +156,11 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
                 "step": done, "config": asdict(cfg), "store_fingerprint": store.fingerprint, "rng": rng_state(),
                 "loader": loader.state_dict(), "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
     bar.close()
+    calibrating = [t for t in trainers.values() if t.sae.needs_calibration]
+    if calibrating:
+        batches = [distributed.all_gather_rows(next(stream), shares) for _ in range(CALIBRATION_BATCHES)]
+        for trainer in calibrating:
+            trainer.calibrate(batches)
     stream.close()
     if pool is not None:
         pool.shutdown()

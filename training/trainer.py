@@ -33,6 +33,7 @@ SAE_DIR = "sae"
 # Config fields a resume may change: they do not touch the weights. The store may move (a copy, or the
 # same store on S3); its fingerprint must stay the same.
 RESUMABLE_CHANGES = ("wandb_mode", "wandb_project", "log_every_steps", "out_dir", "run_name", "store")
+CALIBRATION_BATCHES = 8  # batches that fit inference statistics (BatchTopK's threshold) after training
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,6 +124,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
             _checkpoint(run_dir, trainer, loader, done, cfg, store.fingerprint)
     bar.close()
+    if sae.needs_calibration:
+        trainer.calibrate(next(stream) for _ in range(CALIBRATION_BATCHES))
     stream.close()
     trainer.sync_buffers()
 
