@@ -29,11 +29,14 @@ _REGISTRY: dict[str, type[SAE]] = {}
 @dataclass
 class TrainState:
     """What the trainer tells the SAE each step. `sparsity_scale` is the sparsity-penalty warm-up
-    factor in [0, 1]; `dead_mask` marks latents that have not fired for the dead window (AuxK)."""
+    factor in [0, 1]; `dead_mask` marks latents that have not fired for the dead window (AuxK), and
+    `dead_count` is how many were dead when the trainer last counted (AuxK selects at most that many:
+    the rest of its k_aux picks would be live latents at -inf, costly zeros)."""
 
     sparsity_scale: float = 1.0
     dead_mask: torch.Tensor | None = None
     step: int = 0
+    dead_count: int | None = None
 
 
 @dataclass

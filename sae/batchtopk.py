@@ -84,7 +84,8 @@ class BatchTopKSAE(SAE):
             self.update_threshold(code)
         parts, recon = self.reconstruction_parts(target, code)
         if state.dead_mask is not None:
-            parts["auxk"] = auxk_loss(self, mask_live(pre, state.dead_mask), target - recon, state.dead_mask)
+            parts["auxk"] = auxk_loss(self, mask_live(pre, state.dead_mask), target - recon, state.dead_mask,
+                                      dead_count=state.dead_count)
         return LossOutput(
             total=sum(parts.values()),
             parts=parts,

@@ -26,13 +26,15 @@ def fraction_unexplained(target: torch.Tensor, recon: torch.Tensor) -> torch.Ten
 
 
 def auxk_loss(sae: SAE, dead_pre: torch.Tensor, residual: torch.Tensor, dead_mask: torch.Tensor,
-              select: Callable[[SparseCode], torch.Tensor] | None = None) -> torch.Tensor:
+              select: Callable[[SparseCode], torch.Tensor] | None = None, dead_count: int | None = None) -> torch.Tensor:
     """Reconstruct the (detached) residual from the top-k_aux dead latents; scaled by the dead share.
 
     `dead_pre` are the pre-activations with live latents at -inf (see `mask_live`). `select(code)`
-    re-attaches the chosen pre-activations to autograd when they were computed without it."""
+    re-attaches the chosen pre-activations to autograd when they were computed without it. With
+    `dead_count`, at most that many latents are selected (see `TrainState.dead_count`)."""
     k_aux = min(sae.cfg.k_aux, sae.cfg.d_sae)
-    code = SparseCode.from_topk(topk_indices(dead_pre, k_aux), sae.cfg.d_sae)
+    picks = min(k_aux, dead_count) if dead_count else k_aux
+    code = SparseCode.from_topk(topk_indices(dead_pre, picks), sae.cfg.d_sae)
     values = code.gather(dead_pre) if select is None else select(code)
     recon = decode_code(values.relu(), code, sae.W_dec)
     scale = (dead_mask.sum() / k_aux).clamp(max=1.0).to(dead_pre.dtype)
@@ -94,7 +96,7 @@ class TopKSAE(SAE):
         if state.dead_mask is not None:
             # The kept values are already gathered: the scratch pre-activations can be masked in place.
             dead_pre = mask_live(pre, state.dead_mask, in_place=True)
-            parts["auxk"] = auxk_loss(self, dead_pre, target - recon, state.dead_mask, select)
+            parts["auxk"] = auxk_loss(self, dead_pre, target - recon, state.dead_mask, select, state.dead_count)
         return LossOutput(
             total=sum(parts.values()),
             parts=parts,

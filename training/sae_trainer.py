@@ -40,7 +40,7 @@ class SAETrainer:
         self.autocast_dtype = autocast_dtype
         self.data_parallel = data_parallel and distributed.world_size() > 1
         self.metrics = StepMetrics()
-        self.aux_active = False  # whether any latent was dead at the last refresh (see `refresh_dead`)
+        self.n_dead = 0  # latents dead at the last refresh (see `refresh_dead`)
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:
@@ -50,7 +50,7 @@ class SAETrainer:
     def step(self, x: torch.Tensor, step: int, share: float = 1.0, global_tokens: int | None = None) -> None:
         """One optimizer step on batch `x` (this rank's `share` of a `global_tokens` batch under data parallel)."""
         state = TrainState(sparsity_scale=sparsity_scale(step, self.total_steps, self.sparsity_warmup_fraction),
-                           dead_mask=self.dead.dead_mask if self.aux_active else None, step=step)
+                           dead_mask=self.dead.dead_mask if self.n_dead else None, step=step, dead_count=self.n_dead)
         self.sae.train()
         with self._autocast(x.device):
             out = self.sae.training_losses(x, state)
@@ -72,13 +72,14 @@ class SAETrainer:
                           "dead_fraction": self.dead.dead_fraction(), "grad_norm": grad_norm})
 
     def refresh_dead(self) -> None:
-        """Decide (one host sync, at logging steps) whether the next steps pass a dead mask to the SAE.
+        """Count the dead latents (one host sync, at logging steps) for the next steps' AuxK.
 
         With no dead latent the mask is left out, which spares the TopK family an AuxK top-k over
-        every latent each step (about half the step time). A latent that dies starts getting the
-        auxiliary loss at the next refresh, at most one logging window later.
+        every latent each step; with a few, AuxK selects only that many instead of k_aux (512). A
+        latent that dies starts getting the auxiliary loss at the next refresh, at most one logging
+        window later.
         """
-        self.aux_active = bool(self.dead.dead_mask.any())
+        self.n_dead = int(self.dead.dead_mask.sum())
 
     def _all_reduce(self, fired: torch.Tensor, share: float) -> torch.Tensor:
         """Weighted gradient sum over ranks, with the fired masks OR-ed in the same collective."""
@@ -105,14 +106,14 @@ class SAETrainer:
 
     def state_dict(self) -> dict:
         return {"sae": {k: v.cpu() for k, v in self.sae.state_dict().items()}, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "dead": self.dead.state_dict(), "aux_active": self.aux_active}
+                "scheduler": self.scheduler.state_dict(), "dead": self.dead.state_dict(), "n_dead": self.n_dead}
 
     def load_state_dict(self, state: dict) -> None:
         self.sae.load_state_dict(state["sae"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.dead.load_state_dict(state["dead"])
-        self.aux_active = bool(state["aux_active"])
+        self.n_dead = int(state["n_dead"])
 
     def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
         """After training: fit the SAE's inference-only statistics (BatchTopK's threshold) to its final weights."""
