@@ -165,7 +165,7 @@ def test_auxk_revives_dead_latents_gradient(data):
     dead = torch.zeros(64, dtype=torch.bool)
     dead[32:] = True
     out = sae.training_losses(data, TrainState(dead_mask=dead))
-    assert float(out.parts["auxk"]) > 0
+    assert out.parts["auxk"].detach() > 0
     out.parts["auxk"].backward()
     assert float(sae.W_enc.grad[:, 32:].abs().sum()) > 0
     assert float(sae.W_enc.grad[:, :32].abs().sum()) == 0
