@@ -34,6 +34,14 @@ def run_client(args: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
 
 
+def run_recorded(args: list[str], env: dict, published: dict) -> str:
+    """Run a client process that must succeed; keep its output for the token-leak check; return its stdout."""
+    result = run_client(args, env)
+    assert result.returncode == 0, result.stderr
+    published["outputs"].append(result.stdout + result.stderr)
+    return result.stdout
+
+
 def make_sae(folder: Path, arch: str, seed: int) -> Path:
     torch.manual_seed(seed)
     metadata = {"model_name": "timm:vit_tiny_patch16_224.augreg_in21k", "hook_name": "blocks.3.resid_post",
@@ -90,10 +98,8 @@ def test_publish_writes_card_manifest_and_folders(hub, published):
 def test_pull_is_bit_exact_and_works_offline_from_cache(hub, published):
     env = published["env"]
     sae_id = "blocks.3.resid_post/topk-k4-x4"
-    result = run_client(["-m", "service.cli", "pull", "visae-test/toy-saes", sae_id], env)
-    assert result.returncode == 0, result.stderr
-    published["outputs"].append(result.stdout + result.stderr)
-    folder = Path(result.stdout.strip().splitlines()[-1])
+    stdout = run_recorded(["-m", "service.cli", "pull", "visae-test/toy-saes", sae_id], env, published)
+    folder = Path(stdout.strip().splitlines()[-1])
     for name in ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors"):
         assert (folder / name).read_bytes() == (published["dirs"][0] / name).read_bytes()
 
@@ -103,9 +109,7 @@ def test_pull_is_bit_exact_and_works_offline_from_cache(hub, published):
               f"sae = SAE.from_pretrained('visae-test/toy-saes', {sae_id!r}); "
               f"torch.save(sae(x).detach(), {str(published['root'] / 'y.pt')!r})")
     offline = dict(env, HF_HUB_OFFLINE="1", HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens there
-    result = run_client(["-c", script], offline)
-    assert result.returncode == 0, result.stderr
-    published["outputs"].append(result.stdout + result.stderr)
+    run_recorded(["-c", script], offline, published)
     expected = SAE.load(published["dirs"][0])(x).detach()
     assert torch.equal(torch.load(published["root"] / "y.pt"), expected)
 
@@ -133,10 +137,7 @@ def test_clear_errors_for_missing_corrupt_and_half_uploaded_repos(hub, published
         "    except (ValueError, FileNotFoundError) as err:\n        out[name] = str(err)\n"
         "print(json.dumps(out))"
     )
-    result = run_client(["-c", script], published["env"])
-    assert result.returncode == 0, result.stderr
-    published["outputs"].append(result.stdout + result.stderr)
-    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    errors = json.loads(run_recorded(["-c", script], published["env"], published).strip().splitlines()[-1])
     assert "not found (404)" in errors["missing"]
     assert "checksum mismatch" in errors["corrupt"]
     assert "is incomplete" in errors["half"] and "publish the SAE again" in errors["half"]
@@ -172,10 +173,7 @@ def test_registry_releases_of_saev_repos_download_and_convert(hub, published):
         "    out['bad'] = str(err)\n"
         "print(json.dumps(out))"
     )
-    result = run_client(["-c", script], published["env"])
-    assert result.returncode == 0, result.stderr
-    published["outputs"].append(result.stdout + result.stderr)
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = json.loads(run_recorded(["-c", script], published["env"], published).strip().splitlines()[-1])
     assert out["a"] == ["standard", "blocks.-2.resid_post", "open_clip:ViT-B-16/openai",
                         "hf://osunlp/SAE_CLIP_24K_ViT-B-16_IN1K/sae.pt"]
     assert out["b"] == ["topk", 8, "blocks.6.resid_post"]
