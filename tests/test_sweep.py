@@ -1,6 +1,7 @@
 """Sweeps: grid expansion, one pass over the data, results table + frontier plot, 2-rank sharding."""
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -104,3 +105,20 @@ def test_kill9_then_resume_sweep_gives_identical_weights(store, tmp_path):
         want = load_file(tmp_path / "straight" / "saes" / row["name"] / "sae_weights.safetensors")
         got = load_file(killed / "saes" / row["name"] / "sae_weights.safetensors")
         assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want), row["name"]
+
+
+@pytest.mark.slow
+def test_two_rank_sweep_with_batchtopk_on_one_rank_only_finishes(store, tmp_path):
+    """Only BatchTopK calibrates after training; the rank without one must still join the batches' gather."""
+    overrides = [*_overrides(store, tmp_path, "mixed")[:-len(GRID)], "grid.architecture=[batchtopk,topk]",
+                 "grid.k=[4]", "grid.expansion_factor=[2]", "total_tokens=5120"]
+    proc = visae_command(["sweep", *[a for o in overrides for a in ("--set", o)]], tmp_path, nproc=2, wait=False)
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the sharded sweep hung after training")
+    assert proc.returncode == 0, err[-4000:]
+    rows = {r["name"]: r for r in read_results(tmp_path / "mixed")}
+    assert {r["rank"] for r in rows.values()} == {"0", "1"}
+    assert float(rows["batchtopk-k4-x2"]["l0"]) == pytest.approx(4, rel=0.1)

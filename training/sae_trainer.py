@@ -116,12 +116,12 @@ class SAETrainer:
         self.n_dead = int(state["n_dead"])
 
     def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
-        """After training: fit the SAE's inference-only statistics (BatchTopK's threshold) to its final weights."""
+        """After training: fit the SAE's inference-only statistics (BatchTopK's threshold) to its final weights.
+        Under data parallel, `sync_buffers` then averages them over ranks."""
         self.sae.eval()
         with self._autocast(self.params[0].device):
             self.sae.calibrate(batches)
         self.sae.train()
-        self.sync_buffers()
 
     def sync_buffers(self) -> None:
         """Average floating buffers (e.g. BatchTopK's running threshold) over data-parallel ranks."""

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from activation_store.loader import ActivationLoader
 from sae import create_sae
+from sae.base import architecture_class
 from training import distributed
 from activation_store.typed_config import load_typed_config
 from training.config import TrainConfig, resolve_defaults, to_yaml, validate
@@ -156,10 +157,10 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
                 "step": done, "config": asdict(cfg), "store_fingerprint": store.fingerprint, "rng": rng_state(),
                 "loader": loader.state_dict(), "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
     bar.close()
-    calibrating = [t for t in trainers.values() if t.sae.needs_calibration]
-    if calibrating:
+    # Decided over the whole grid, not this rank's share: every rank joins the batches' all-gather.
+    if any(architecture_class(m.architecture).needs_calibration for m in members):
         batches = [distributed.all_gather_rows(next(stream), shares) for _ in range(CALIBRATION_BATCHES)]
-        for trainer in calibrating:
+        for trainer in trainers.values():
             trainer.calibrate(batches)
     stream.close()
     if pool is not None:
