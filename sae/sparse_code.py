@@ -63,9 +63,7 @@ class SparseCode:
 
     def fired(self, values: torch.Tensor) -> torch.Tensor:
         """bool[n_latents]: latents with a positive value anywhere in the code (no host sync)."""
-        hits = torch.zeros(self.n_latents, dtype=values.dtype, device=values.device)
-        hits.index_add_(0, self.latents, (values > 0).to(values.dtype))
-        return hits > 0
+        return self.latent_sums((values > 0).to(values.dtype)) > 0
 
     def latent_sums(self, values: torch.Tensor) -> torch.Tensor:
         """Per-latent sum of values [nnz] -> [n_latents]."""
