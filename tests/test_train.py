@@ -74,10 +74,12 @@ def test_wandb_offline_run_is_written_next_to_the_logs(store, tmp_path, monkeypa
 
 def test_bfloat16_autocast_on_cpu_learns_as_well_as_float32(store, tmp_path):
     """bf16 autocast on CPU (the encoder GEMM runs in bf16; AMX makes it ~3x faster) keeps the quality."""
-    results = {}
+    results, saes = {}, {}
     for dtype in ("float32", "bfloat16"):
         out = train(_cfg(store, tmp_path, "k=4", "total_tokens=25600", "device=cpu", f"dtype={dtype}",
                          f"run_name={dtype}"))
-        results[dtype] = SAE.load(out).cfg.metadata["fvu"]
+        saes[dtype] = SAE.load(out)
+        results[dtype] = saes[dtype].cfg.metadata["fvu"]
     assert results["float32"] < 0.8
+    assert not torch.equal(saes["bfloat16"].W_enc, saes["float32"].W_enc)  # the training steps really ran in bf16
     assert results["bfloat16"] == pytest.approx(results["float32"], rel=0.05, abs=0.01)
