@@ -7,9 +7,9 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from activation_store.layout import TOKEN_KINDS
-from activation_store.store import COMPRESSIONS, DTYPES
-from activation_store.typed_config import load_typed_config
+from visae.activation_store.layout import TOKEN_KINDS
+from visae.activation_store.store import COMPRESSIONS, DTYPES
+from visae.core.config import load_typed_config
 
 BAD_FILE_POLICIES = ("skip", "fail")
 

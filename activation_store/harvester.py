@@ -33,11 +33,11 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from activation_store.harvest_config import HarvestConfig
-from activation_store.models import load_model
-from activation_store.models.base import VisionModel
-from activation_store.sources import ImageSource, open_source
-from activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, is_remote, open_group
+from visae.activation_store.harvest_config import HarvestConfig
+from visae.activation_store.models import load_model
+from visae.activation_store.models.base import VisionModel
+from visae.activation_store.sources import ImageSource, open_source
+from visae.activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, is_remote, open_group
 
 SCAN_BLOCK = 256
 

@@ -26,8 +26,8 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from activation_store.layout import check_token_kind
-from activation_store.store import ActivationStore
+from visae.activation_store.layout import check_token_kind
+from visae.activation_store.store import ActivationStore
 
 _END = object()
 # Loader threads still running: stopped and joined at interpreter exit, since a daemon thread killed

@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from activation_store.layout import TokenLayout
+from visae.activation_store.layout import TokenLayout
 
 FORMAT = "visae-activation-store"
 FORMAT_VERSION = 1

@@ -15,18 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-# This script shares its name with the `eval` package it measures: keep its own folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import torch  # noqa: E402
+import torch
 
-from activation_store.harvest_config import HarvestConfig  # noqa: E402
-from activation_store.harvester import harvest  # noqa: E402
-from activation_store.loader import ActivationLoader  # noqa: E402
-from activation_store.models import load_model  # noqa: E402
-from eval.config import EvalConfig  # noqa: E402
-from eval.evaluate import SourceImages, evaluate  # noqa: E402
-from sae import SAEConfig, create_sae  # noqa: E402
+from visae.activation_store.harvest_config import HarvestConfig
+from visae.activation_store.harvester import harvest
+from visae.activation_store.loader import ActivationLoader
+from visae.activation_store.models import load_model
+from visae.eval.config import EvalConfig
+from visae.eval.evaluate import SourceImages, evaluate
+from visae.sae import SAEConfig, create_sae
 
 
 def bare_forward_images_per_s(model, images: SourceImages, batch: int) -> float:

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from activation_store.harvest_config import HarvestConfig
-from activation_store.harvester import harvest
-from activation_store.models import load_model
-from activation_store.sources import open_source
+from visae.activation_store.harvest_config import HarvestConfig
+from visae.activation_store.harvester import harvest
+from visae.activation_store.models import load_model
+from visae.activation_store.sources import open_source
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field", "immunohistochemistry")
 

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import torch
 
-from activation_store.layout import TokenLayout
-from activation_store.loader import ActivationLoader
-from activation_store.store import ActivationStore, ImageTable
+from visae.activation_store.layout import TokenLayout
+from visae.activation_store.loader import ActivationLoader
+from visae.activation_store.store import ActivationStore, ImageTable
 
 HOOK = "blocks.11.resid_post"
 LAYOUT = TokenLayout(197, 0, (), tuple(range(1, 197)), (14, 14))

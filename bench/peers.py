@@ -15,7 +15,7 @@ interleave the three; figures are medians of `--repeats` rounds, and `vs_visae` 
 Quality (real activations: the shipped toy model's store, `--store`, harvested into a temporary folder when
 not given): each library trains a TopK SAE (16x width, k=32) on the same token stream and budget (visae's
 `ActivationLoader` with seed `--seed`, full batches of `--batch`), each with its own recipe:
-- visae: `training.trainer.train(TrainConfig(...))`, recipe defaults;
+- visae: `training.run.train(TrainConfig(...))`, recipe defaults;
 - SAELens: `sae_lens.SAETrainer(...).fit()` on a data provider that yields the same batches; its defaults for
   TopK (LR 3e-4 constant, plus by default a second run at visae's LR, see `--saelens-lr`; AuxK coefficient 1
   with k_aux = d_in/2, dead after `dead_feature_window` = 1000 steps, decoder init norm 0.1, b_dec 0). Its
@@ -40,12 +40,13 @@ install it without dependencies into a virtual environment that sees the global 
     /tmp/dl-venv/bin/pip install --no-deps dictionary-learning "nnsight>=0.3,<0.4" python-socketio \
         python-engineio bidict simple-websocket wsproto
 
-then run this script with /tmp/dl-venv/bin/python, or pass --dl-path /tmp/dl-venv/lib/python3.11/site-packages.
+then run this script with /tmp/dl-venv/bin/python, or put its site-packages on PYTHONPATH
+(PYTHONPATH=/tmp/dl-venv/lib/python3.11/site-packages python bench/peers.py).
 
     python bench/peers.py [--d 384 --n 6144 --k 32 --batch 4096 --steps 3 --repeats 3]
                           [--store STORE --hook blocks.-2.resid_post --tokens 4e6 --eval-tokens 262144]
                           [--eval-store train|heldout|PATH] [--saelens-lr default,visae]
-                          [--skip-speed] [--skip-quality] [--dl-path SITE_PACKAGES]
+                          [--skip-speed] [--skip-quality]
 """
 
 from __future__ import annotations
@@ -61,16 +62,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as `python bench/peers.py`: put the repository first on the path, not bench/ (bench/sae.py
-# would shadow the `sae` package).
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import torch  # noqa: E402
+import torch
 
-from activation_store.loader import ActivationLoader  # noqa: E402
-from bench.train import make_trainer  # noqa: E402
-from training.data import BatchStream, mean_norm, open_store  # noqa: E402
-from training.metrics import ReconstructionSummary  # noqa: E402
+from visae.activation_store.loader import ActivationLoader
+from train import make_trainer
+from visae.training.data import BatchStream, mean_norm, open_store
+from visae.training.metrics import ReconstructionSummary
 
 SAELENS_DEFAULT_LR = 3e-4  # sae_lens SAETrainerConfig / LanguageModelSAERunnerConfig default
 
@@ -78,10 +76,8 @@ SAELENS_DEFAULT_LR = 3e-4  # sae_lens SAETrainerConfig / LanguageModelSAERunnerC
 # ---------------------------------------------------------------------------------------------- peers
 
 
-def import_dictionary_learning(path: str | None):
+def import_dictionary_learning():
     """(TopKTrainer, AutoEncoderTopK, trainSAE, version) or a string saying why it is unavailable."""
-    if path:
-        sys.path.append(path)  # appended: the global packages (torch) keep precedence
     try:
         from dictionary_learning.trainers.top_k import AutoEncoderTopK, TopKTrainer
         from dictionary_learning.training import trainSAE
@@ -214,10 +210,10 @@ def evaluate(models: dict, store, hook: str, batch: int, seed: int, n_tokens: in
 
 
 def train_visae(store_path: str, hook: str, args, steps: int, work: Path):
-    from sae import SAE
-    from training.config import TrainConfig, resolve_defaults
-    from training.dead_latents import dead_after_tokens
-    from training.trainer import train
+    from visae.sae import SAE
+    from visae.training.config import TrainConfig, resolve_defaults
+    from visae.training.dead_latents import dead_after_tokens
+    from visae.training.run import train
 
     cfg = TrainConfig(store=store_path, hook=hook, architecture="topk", k=args.k, expansion_factor=args.expansion,
                       total_tokens=steps * args.batch, batch_size=args.batch, seed=args.seed, device="cpu",
@@ -287,16 +283,16 @@ def train_dictionary_learning(dl, store, hook: str, args, steps: int, warmup: in
 
 
 def harvest_store(work: Path, n_images: int) -> str:
-    from service.commands.quickstart import _harvest
+    from visae.service.commands.quickstart import _harvest
 
     return _harvest(work, n_images)
 
 
 def harvest_heldout(work: Path, n_images: int, hook: str) -> str:
     """A store of other shapes images (dataset seed 1, the quickstart's is 0): tokens no SAE trained on."""
-    from activation_store.harvest_config import HarvestConfig
-    from activation_store.harvester import harvest
-    from service.commands.quickstart import MODEL
+    from visae.activation_store.harvest_config import HarvestConfig
+    from visae.activation_store.harvester import harvest
+    from visae.service.commands.quickstart import MODEL
 
     path = work / "heldout.zarr"
     harvest(HarvestConfig(out=str(path), model=MODEL, images=f"shapes:n={n_images},seed=1", hooks=[hook],
@@ -360,16 +356,16 @@ def quality(args, dl) -> dict:
 
 
 def visae_schedule(steps: int):
-    """visae's LR schedule under the TrainConfig defaults (as `training.trainer.build_trainer` makes it)."""
-    from training.config import TrainConfig
-    from training.schedule import warmup_decay
+    """visae's LR schedule under the TrainConfig defaults (as `training.run.build_trainer` makes it)."""
+    from visae.training.config import TrainConfig
+    from visae.training.schedule import warmup_decay
 
     cfg = TrainConfig()
     return warmup_decay(steps, cfg.lr_warmup_steps, cfg.lr_warmup_max_fraction, cfg.lr_decay_fraction)
 
 
 def visae_lr(n: int, d: int) -> float:
-    from training.config import default_lr
+    from visae.training.config import default_lr
 
     return default_lr("topk", n, d)
 
@@ -397,12 +393,11 @@ def main() -> None:
                    help="quality: comma-separated SAELens LRs to train: default (3e-4), visae (visae's LR), or numbers")
     p.add_argument("--saelens-dead-window", type=int, default=1000,
                    help="quality: SAELens dead_feature_window in steps (its default 1000)")
-    p.add_argument("--dl-path", default=None, help="a site-packages folder holding dictionary_learning and its deps")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--skip-quality", action="store_true")
     args = p.parse_args()
 
-    dl = import_dictionary_learning(args.dl_path)
+    dl = import_dictionary_learning()
     out = {"torch": torch.__version__, "sae_lens": _version("sae-lens"),
            "dictionary_learning": dl if isinstance(dl, str) else dl[3]}
     if not args.skip_speed:

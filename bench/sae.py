@@ -1,7 +1,7 @@
 """Sparse vs dense TopK decoder, forward + backward, on this CPU (issue 4).
 
 Decoder only: dense = scatter the code into [batch, d_sae] and matmul (6·B·n·d FLOP for forward +
-both gradients); sparse = sae.sparse_decode (6·B·k·d FLOP). Also a whole TopK training step
+both gradients); sparse = sae.kernels.sparse_decode (6·B·k·d FLOP). Also a whole TopK training step
 (encoder GEMM + topk + decoder, forward + backward): `TopKSAE.training_losses` (sparse encoder
 backward and sparse decoder) against the same step through dense autograd, against a bare encoder GEMM of the same
 shapes: the FLOP floor of a sparse step is about 2dn + 8kd per token (design.md §6).
@@ -19,10 +19,8 @@ from pathlib import Path
 
 import torch
 
-# This script is named sae.py: drop its own folder from the import path so `sae` is the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-from sae import SAEConfig, TrainState, create_sae  # noqa: E402
-from sae.sparse_decode import decode_topk  # noqa: E402
+from visae.sae import SAEConfig, TrainState, create_sae
+from visae.sae.kernels.sparse_decode import decode_topk
 
 
 def timed(fn, repeats: int) -> float:

@@ -13,20 +13,19 @@ import asyncio
 import contextlib
 import io
 import json
+import importlib.util
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# This script's folder also holds bench/eval.py, which would shadow the `eval` package: put the repo root first.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from skimage import data as skdata  # noqa: E402
+import httpx
+import numpy as np
+from PIL import Image
+from skimage import data as skdata
 
-from service.server import BackgroundServer, build_app  # noqa: E402
+from visae.service.server import BackgroundServer, build_app
 
 
 def percentiles(seconds: list[float]) -> dict:
@@ -105,8 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     paths, weights = args.dictionaries, args.weights
     if not paths:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from service_dictionary import build_dictionaries
+        build_dictionaries = _test_dictionary_builder()
 
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the figures
             built = build_dictionaries(Path(tempfile.mkdtemp(prefix="visae-bench-serve-")))
@@ -133,3 +131,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _test_dictionary_builder():
+    """tests/service_dictionary.py's `build_dictionaries`, loaded from its file (bench/ runs from a checkout)."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "service_dictionary.py"
+    spec = importlib.util.spec_from_file_location("service_dictionary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_dictionaries

@@ -9,7 +9,7 @@
   - `sweep_steps_*`: 8 TopK SAEs stepped on one batch stream (`training.sweep.step_members`) against 8
     separate runs of the same steps, data in memory (the stepping alone);
   - `sweep_end_to_end_*`: one `training.sweep.sweep` of 8 SAEs (grid over LR) against 8
-    `training.trainer.train` runs of the same configs, on a real Zarr store: loading, initialisation,
+    `training.run.train` runs of the same configs, on a real Zarr store: loading, initialisation,
     stepping, the closing evaluation and saving (process start-up not counted).
 
 Random data, fp32 by default (bf16 autocast with --dtype bfloat16 on a GPU). Every timing is the median
@@ -30,19 +30,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# Run as `python bench/train.py`: put the repository first on the path, not bench/ (bench/sae.py
-# would shadow the `sae` package).
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import torch  # noqa: E402
+import torch
 
-from sae import SAEConfig, create_sae  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.sae_trainer import SAETrainer  # noqa: E402
-from training.schedule import warmup_decay  # noqa: E402
-from training.sweep import SweepConfig, SweepGrid, step_members, sweep  # noqa: E402
-from training.synthetic import synthetic_store  # noqa: E402
-from training.trainer import resolve_device, train  # noqa: E402
+from visae.sae import SAEConfig, create_sae
+from visae.training.config import TrainConfig
+from visae.training.trainer import SAETrainer
+from visae.training.schedule import warmup_decay
+from visae.training.sweep import SweepConfig, SweepGrid, step_members, sweep
+from visae.training.synthetic import synthetic_store
+from visae.training.run import resolve_device, train
 
 HOOK = "blocks.0.resid_post"
 

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from activation_store.layout import TokenLayout
+from visae.activation_store.layout import TokenLayout
 
 
 @dataclass

@@ -6,9 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from eval.dictionary_compare import COMPARE_DEFINITION, cosine_matrix, feature_splitting, hungarian, mmcs
-from eval.writer import json_ready
-from sae import SAE
+from visae.eval.dictionary_compare import COMPARE_DEFINITION, cosine_matrix, feature_splitting, hungarian, mmcs
+from visae.eval.writer import json_ready
+from visae.sae import SAE
 
 
 def compare_dictionaries(a: str | Path, b: str | Path, split_threshold: float = 0.5, out: str | None = None) -> dict:

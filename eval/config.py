@@ -7,7 +7,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from activation_store.typed_config import load_typed_config
+from visae.core.config import load_typed_config
 
 
 @dataclass

@@ -20,27 +20,27 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from activation_store.layout import TokenLayout, canonical_hook
-from activation_store.models import Preprocess, load_model
-from activation_store.sources import open_source
-from activation_store.store import ActivationStore
-from eval.auroc import AUROC_DEFINITION
-from eval.codes import CodeCollector, Codes
-from eval.config import EvalConfig
-from eval.downstream import DOWNSTREAM_DEFINITION
-from eval.interpretability import GroundTruth, factor_auroc, image_factor_auroc, label_purity, patch_purity
-from eval.labels import PURITY_DEFINITION
-from eval.model_pass import final_embedding_hook, run_model_pass
-from eval.monosemanticity import MS_DEFINITION, monosemanticity_scores
-from eval.neurons import NEURON_DEFINITION, neuron_loadings
-from eval.ranking import SCORE_DEFINITION, add_score_and_rank
-from eval.reconstruction import FVU_DEFINITION, ReconstructionStats
-from eval.report import build_report
-from eval.results import EvalResults
-from eval.sparsity import SPARSITY_DEFINITION, FiringStats
-from eval.text_labels import load_vocabulary, text_embeddings, text_labels
-from eval.writer import thumbnail, update_cfg_metadata, write_results
-from sae import SAE
+from visae.activation_store.layout import TokenLayout, canonical_hook
+from visae.activation_store.models import Preprocess, load_model
+from visae.activation_store.sources import open_source
+from visae.activation_store.store import ActivationStore
+from visae.eval.auroc import AUROC_DEFINITION
+from visae.eval.codes import CodeCollector, Codes
+from visae.eval.config import EvalConfig
+from visae.eval.downstream import DOWNSTREAM_DEFINITION
+from visae.eval.interpretability import GroundTruth, factor_auroc, image_factor_auroc, label_purity, patch_purity
+from visae.eval.labels import PURITY_DEFINITION
+from visae.eval.model_pass import final_embedding_hook, run_model_pass
+from visae.eval.monosemanticity import MS_DEFINITION, monosemanticity_scores
+from visae.eval.neurons import NEURON_DEFINITION, neuron_loadings
+from visae.eval.ranking import SCORE_DEFINITION, add_score_and_rank
+from visae.eval.reconstruction import FVU_DEFINITION, ReconstructionStats
+from visae.eval.report import build_report
+from visae.eval.results import EvalResults
+from visae.eval.sparsity import SPARSITY_DEFINITION, FiringStats
+from visae.eval.text_labels import load_vocabulary, text_embeddings, text_labels
+from visae.eval.writer import thumbnail, update_cfg_metadata, write_results
+from visae.sae import SAE
 
 
 @dataclass
@@ -126,8 +126,8 @@ def _store_for(cfg: EvalConfig, meta: dict):
     if cfg.store is not None:
         yield ActivationStore.open(cfg.store)
         return
-    from activation_store.harvest_config import HarvestConfig
-    from activation_store.harvester import harvest
+    from visae.activation_store.harvest_config import HarvestConfig
+    from visae.activation_store.harvester import harvest
 
     hook = cfg.hook or meta.get("hook_name")
     if hook is None:

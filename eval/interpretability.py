@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from eval.auroc import auroc_matrix, best_matches, coverage
-from eval.codes import Codes
-from eval.labels import purity_and_entropy
+from visae.eval.auroc import auroc_matrix, best_matches, coverage
+from visae.eval.codes import Codes
+from visae.eval.labels import purity_and_entropy
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from eval.downstream import DownstreamStats, as_heads, replacements, token_splice
-from eval.text_labels import zero_shot_correct
+from visae.eval.downstream import DownstreamStats, as_heads, replacements, token_splice
+from visae.eval.text_labels import zero_shot_correct
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from eval.results import THUMBS_DIR  # noqa: E402
+from visae.eval.results import THUMBS_DIR  # noqa: E402
 
 TILE = 96
 SHOWN_EXAMPLES = 8

@@ -15,7 +15,7 @@ import pandas as pd
 from PIL import Image
 from safetensors.numpy import save_file
 
-from eval.results import EVAL_DIRNAME, FEATURES_FILE, REPORT_FILE, SUMMARY_FILE, THUMBS_DIR, TOP_FILE
+from visae.eval.results import EVAL_DIRNAME, FEATURES_FILE, REPORT_FILE, SUMMARY_FILE, THUMBS_DIR, TOP_FILE
 
 THUMB_MAX_SIDE = 160
 # Summary figures copied into cfg.json metadata (under "eval", plus the three the Hub card tabulates at top level).

@@ -2,13 +2,13 @@
 
 Imports nothing else from visae. Importing the package registers every architecture."""
 
-from sae.base import SAE, LossOutput, TrainState, create_sae
-from sae.batchtopk import BatchTopKSAE
-from sae.config import SAEConfig
-from sae.jumprelu import JumpReLUSAE
-from sae.matryoshka_batchtopk import MatryoshkaBatchTopKSAE
-from sae.standard import StandardSAE
-from sae.topk import TopKSAE
+from visae.sae.base import SAE, LossOutput, TrainState, create_sae
+from visae.sae.batchtopk import BatchTopKSAE
+from visae.sae.config import SAEConfig
+from visae.sae.jumprelu import JumpReLUSAE
+from visae.sae.matryoshka_batchtopk import MatryoshkaBatchTopKSAE
+from visae.sae.standard import StandardSAE
+from visae.sae.topk import TopKSAE
 
 __all__ = [
     "SAE",

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sae.config import SAEConfig
-from sae.file_format import read_sae_folder, write_sae_folder
+from visae.sae.config import SAEConfig
+from visae.sae.file_format import read_sae_folder, write_sae_folder
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 _REGISTRY: dict[str, type[SAE]] = {}
@@ -229,7 +229,7 @@ class SAE(nn.Module, abc.ABC):
     @classmethod
     def from_pretrained(cls, release_or_repo_id: str, sae_id: str, **kwargs) -> SAE:
         """Download (through the Hub cache) and load one SAE of a registry release or `org/name` repo."""
-        from sae.hub import download_sae
+        from visae.sae.hub import download_sae
 
         return cls.load(download_sae(release_or_repo_id, sae_id, **kwargs))
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 import torch
 
-from sae.base import SAE, LossOutput, TrainState
-from sae.sparse_code import SparseCode, sort_keys
-from sae.sparse_decode import decode_code
-from sae.topk import auxk_loss, fraction_unexplained, mask_live
+from visae.sae.base import SAE, LossOutput, TrainState
+from visae.sae.kernels.sparse_code import SparseCode, sort_keys
+from visae.sae.kernels.sparse_decode import decode_code
+from visae.sae.topk import auxk_loss, fraction_unexplained, mask_live
 
 
 class BatchCode(SparseCode):

@@ -19,12 +19,12 @@ from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from sae.converters import convert_prisma, convert_saev
-from sae.converters.hooks import saev_hook
-from sae.converters.safe_load import sha256_of
-from sae.file_format import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sae_folder
-from sae.model_card import render_model_card
-from sae.pretrained import PretrainedSAE, resolve
+from visae.sae.converters import convert_prisma, convert_saev
+from visae.sae.converters.hooks import saev_hook
+from visae.sae.converters.safe_load import sha256_of
+from visae.sae.file_format import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sae_folder
+from visae.sae.model_card import render_model_card
+from visae.sae.pretrained import PretrainedSAE, resolve
 
 MANIFEST_FILE = "visae_manifest.json"
 MANIFEST_FORMAT = "visae-hub-manifest/1"

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
-from sae.base import SAE, LossOutput, TrainState
-from sae.standard import squared_error
+from visae.sae.base import SAE, LossOutput, TrainState
+from visae.sae.standard import squared_error
 
 
 def _rectangle(u: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from sae.batchtopk import BatchCode, BatchTopKSAE
-from sae.topk import fraction_unexplained
+from visae.sae.batchtopk import BatchCode, BatchTopKSAE
+from visae.sae.topk import fraction_unexplained
 
 
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):

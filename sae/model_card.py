@@ -65,7 +65,7 @@ figures and the sha256 of each file.
 ## Load
 
 ```python
-from sae import SAE
+from visae.sae import SAE
 sae = SAE.from_pretrained("{repo_id}", "{example}")
 z = sae.encode(activations)  # raw activations at the hook, [tokens, d_in]
 ```

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from sae.base import SAE, LossOutput, TrainState
+from visae.sae.base import SAE, LossOutput, TrainState
 
 
 def squared_error(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import torch
 
-from sae.base import SAE, LossOutput, TrainState
-from sae.scratch import scratch
-from sae.sparse_code import SparseCode
-from sae.sparse_decode import decode_code, decode_topk
-from sae.sparse_encode import gather_pre_acts
-from sae.topk_select import topk_indices
+from visae.sae.base import SAE, LossOutput, TrainState
+from visae.sae.kernels.scratch import scratch
+from visae.sae.kernels.sparse_code import SparseCode
+from visae.sae.kernels.sparse_decode import decode_code, decode_topk
+from visae.sae.kernels.sparse_encode import gather_pre_acts
+from visae.sae.kernels.topk_select import topk_indices
 
 
 def fraction_unexplained(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class TopKSAE(SAE):
 
     def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
         # Pre-activations without autograd, into reused memory; only the kept ones are re-attached
-        # to the graph (sparse backward, `sae.sparse_encode`).
+        # to the graph (sparse backward, `sae.kernels.sparse_encode`).
         target = self.scale_input(x)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         with torch.no_grad():

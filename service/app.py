@@ -14,12 +14,12 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from service.catalog import DICTIONARY_ID, Catalog, Dictionary
-from service.encode import encode_image, encoding_json
-from service.errors import ApiError, install_error_handlers
-from service.heatmap import overlay, png_bytes
-from service.limits import BodySizeLimit
-from service.uploads import UploadLimits, decode_upload
+from visae.service.catalog import DICTIONARY_ID, Catalog, Dictionary
+from visae.service.encode import encode_image, encoding_json
+from visae.service.errors import ApiError, install_error_handlers
+from visae.service.heatmap import overlay, png_bytes
+from visae.service.limits import BodySizeLimit
+from visae.service.uploads import UploadLimits, decode_upload
 
 WEB = Path(__file__).parent / "web"
 DictId = Annotated[str, PathParam(pattern=DICTIONARY_ID.pattern, description="a dictionary id from /api/dictionaries")]

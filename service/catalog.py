@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file
 
-from eval.results import EvalResults
-from sae import SAE
+from visae.eval.results import EvalResults
+from visae.sae import SAE
 
 DICTIONARY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LABEL_COLUMNS = ("text_label", "best_factor", "top_label", "patch_top_label")

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 import sys
 
-from service import commands
+from visae.service import commands
 
 
 def command_names() -> list[str]:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from activation_store.models import VisionModel, load_model
-from service.catalog import Dictionary
-from service.errors import ApiError
+from visae.activation_store.models import VisionModel, load_model
+from visae.service.catalog import Dictionary
+from visae.service.errors import ApiError
 
 TOP_FEATURES = 16
 PATCH_TOP = 3

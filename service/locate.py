@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from eval.results import EVAL_DIRNAME, EvalResults
+from visae.eval.results import EVAL_DIRNAME, EvalResults
 
 
 def locate(spec: str) -> list[tuple[str, Path]]:
@@ -48,7 +48,7 @@ def _name(path: Path) -> str:
 
 def _hub_sae_ids(reference: str) -> list[str]:
     """The SAE ids of a registry release, or those in an `org/name` repo's manifest."""
-    from sae.pretrained import releases, resolve
+    from visae.sae.pretrained import releases, resolve
 
     release = releases().get(reference)
     if release is not None:
@@ -59,7 +59,7 @@ def _hub_sae_ids(reference: str) -> list[str]:
     resolve(reference, "")  # refuses a name that is neither a release nor an org/name repo id
     from huggingface_hub import hf_hub_download
 
-    from sae.hub import MANIFEST_FILE
+    from visae.sae.hub import MANIFEST_FILE
 
     manifest = json.loads(Path(hf_hub_download(reference, MANIFEST_FILE)).read_text())
     return sorted(manifest.get("saes", {}))
@@ -67,7 +67,7 @@ def _hub_sae_ids(reference: str) -> list[str]:
 
 def _from_hub(reference: str, sae_id: str) -> tuple[str, Path]:
     """One Hub SAE through the SAE library's own download (Hub cache, checksums, conversion of foreign formats)."""
-    from sae.hub import download_sae
+    from visae.sae.hub import download_sae
 
     folder = Path(download_sae(reference, sae_id))
     _note_unevaluated(folder)

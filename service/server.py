@@ -9,10 +9,10 @@ from pathlib import Path
 
 import uvicorn
 
-from service.app import create_app
-from service.catalog import Catalog
-from service.locate import locate
-from service.uploads import UploadLimits
+from visae.service.app import create_app
+from visae.service.catalog import Catalog
+from visae.service.locate import locate
+from visae.service.uploads import UploadLimits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8321

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 from safetensors.torch import save_file
 
-from activation_store.models import load_model
-from activation_store.store import ActivationStore
+from visae.activation_store.models import load_model
+from visae.activation_store.store import ActivationStore
 
 TINY_SPEC = "timm:vit_tiny_patch16_224,pretrained=false,img_size=32,depth=3,embed_dim=64,num_heads=2"
 
@@ -33,7 +33,7 @@ def subprocess_env() -> dict:
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], env=subprocess_env(), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "visae", *args], env=subprocess_env(), capture_output=True,
                           text=True, **kwargs)
 
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import torch.distributed as dist
 
-from activation_store.loader import ActivationLoader
+from visae.activation_store.loader import ActivationLoader
 
 
 def main(store_path: str, out_prefix: str) -> None:

@@ -13,10 +13,10 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from activation_store.models import load_model
-from service.catalog import Catalog
-from service.cli import main
-from service.locate import locate
+from visae.activation_store.models import load_model
+from visae.service.catalog import Catalog
+from visae.service.cli import main
+from visae.service.locate import locate
 
 MODEL = "timm:vit_tiny_patch16_224,pretrained=false,img_size=64,depth=2"
 IMAGES = "shapes:n=64,seed=0,size=64"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from activation_store.layout import TokenLayout
-from activation_store.store import ActivationStore, ImageTable
+from visae.activation_store.layout import TokenLayout
+from visae.activation_store.store import ActivationStore, ImageTable
 
 LAYOUT = TokenLayout(n_tokens=6, cls_index=0, register_indices=(1,), patch_indices=(2, 3, 4, 5), grid=(2, 2))
 

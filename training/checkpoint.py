@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import distributed
+from visae.core import distributed
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RANK_CHECKPOINTS = "checkpoint"  # folder of per-rank checkpoints (sharded sweeps)

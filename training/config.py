@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from activation_store.typed_config import load_typed_config
+from visae.core.config import load_typed_config
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
 DTYPES = ("float32", "bfloat16")
@@ -101,7 +101,7 @@ def default_lr(architecture: str, d_sae: int, d_in: int) -> float:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Reject impossible settings with a message naming the field and the fix."""
-    from activation_store.layout import check_token_kind
+    from visae.activation_store.layout import check_token_kind
 
     check_token_kind(cfg.tokens)
     _choice("architecture", cfg.architecture, ARCHITECTURES)

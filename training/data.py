@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import torch
 
-from activation_store.layout import canonical_hook
-from activation_store.loader import ActivationLoader
-from activation_store.store import ActivationStore
+from visae.activation_store.layout import canonical_hook
+from visae.activation_store.loader import ActivationLoader
+from visae.activation_store.store import ActivationStore
 
 
 def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:

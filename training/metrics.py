@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from training import distributed
+from visae.core import distributed
 
 
 class StepMetrics:

@@ -22,20 +22,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from activation_store.loader import ActivationLoader
-from sae import create_sae
-from sae.base import architecture_class
-from training import distributed
-from activation_store.typed_config import load_typed_config
-from training.config import TrainConfig, resolve_defaults, to_yaml, validate
-from training.data import BatchStream, mean_norm, open_store
-from training.frontier import plot_frontier
-from training.logger import RunLogger
-from training.metrics import log10_freq
-from training.sae_trainer import SAETrainer
-from training.checkpoint import (has_rank_checkpoint, load_rank_checkpoint, remove_rank_checkpoints, rng_state,
+from visae.activation_store.loader import ActivationLoader
+from visae.sae import create_sae
+from visae.sae.base import architecture_class
+from visae.core import distributed
+from visae.core.config import load_typed_config
+from visae.training.config import TrainConfig, resolve_defaults, to_yaml, validate
+from visae.training.data import BatchStream, mean_norm, open_store
+from visae.training.frontier import plot_frontier
+from visae.training.logger import RunLogger
+from visae.training.metrics import log10_freq
+from visae.training.trainer import SAETrainer
+from visae.training.checkpoint import (has_rank_checkpoint, load_rank_checkpoint, remove_rank_checkpoints, rng_state,
                                  save_rank_checkpoint, set_rng_state)
-from training.trainer import (CALIBRATION_BATCHES, CONFIG_FILE, build_trainer, check_same_run, evaluate_many,
+from visae.training.run import (CALIBRATION_BATCHES, CONFIG_FILE, build_trainer, check_same_run, evaluate_many,
                               resolve_device, sae_config, saved_run_config, store_metadata, training_metadata,
                               write_atomic)
 

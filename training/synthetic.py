@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from activation_store.layout import TokenLayout
-from activation_store.store import ActivationStore, ImageTable
+from visae.activation_store.layout import TokenLayout
+from visae.activation_store.store import ActivationStore, ImageTable
 
 
 def synthetic_store(path: str, d: int = 32, n_images: int = 256, grid: tuple[int, int] = (4, 4),

@@ -1,8 +1,8 @@
 """Vision models behind one interface (VisionModel): hook points, token layout, preprocessing."""
 
-from activation_store.models import open_clip_vit, timm_vit, toy
-from activation_store.models.base import BlockParts, Preprocess, VisionModel
-from activation_store.models.registry import ModelSpec, families, load_model, register_family
+from visae.activation_store.models import open_clip_vit, timm_vit, toy
+from visae.activation_store.models.base import BlockParts, Preprocess, VisionModel
+from visae.activation_store.models.registry import ModelSpec, families, load_model, register_family
 
 __all__ = [
     "BlockParts",

@@ -20,7 +20,7 @@ from torch import nn
 from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
-from activation_store.layout import TokenLayout, canonical_hook, hook_block, hook_points
+from visae.activation_store.layout import TokenLayout, canonical_hook, hook_block, hook_points
 
 ActivationFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -15,10 +15,10 @@ import torch
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from activation_store.layout import TokenLayout
-from activation_store.models.base import ActivationFn, BlockParts, Preprocess, VisionModel
-from activation_store.models.registry import ModelSpec, register_family
-from activation_store.models.weights import load_weights, read_state_dict
+from visae.activation_store.layout import TokenLayout
+from visae.activation_store.models.base import ActivationFn, BlockParts, Preprocess, VisionModel
+from visae.activation_store.models.registry import ModelSpec, register_family
+from visae.activation_store.models.weights import load_weights, read_state_dict
 
 
 def open_clip_preprocess(visual: VisionTransformer) -> Preprocess:

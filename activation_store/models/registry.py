@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from activation_store.models.base import VisionModel
+from visae.activation_store.models.base import VisionModel
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from timm.data import resolve_data_config
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from activation_store.layout import TokenLayout
-from activation_store.models.base import ActivationFn, BlockParts, Preprocess, VisionModel
-from activation_store.models.registry import ModelSpec, register_family
-from activation_store.models.weights import load_weights, read_state_dict
+from visae.activation_store.layout import TokenLayout
+from visae.activation_store.models.base import ActivationFn, BlockParts, Preprocess, VisionModel
+from visae.activation_store.models.registry import ModelSpec, register_family
+from visae.activation_store.models.weights import load_weights, read_state_dict
 
 
 def timm_layout(vit: VisionTransformer) -> TokenLayout:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from activation_store.models.base import Preprocess
-from activation_store.models.registry import ModelSpec, file_sha256, register_family
-from activation_store.models.timm_vit import TimmViT
-from activation_store.models.toy_vit import ToyViT, ToyViTConfig, load_toy_vit
+from visae.activation_store.models.base import Preprocess
+from visae.activation_store.models.registry import ModelSpec, file_sha256, register_family
+from visae.activation_store.models.timm_vit import TimmViT
+from visae.activation_store.models.toy_vit import ToyViT, ToyViTConfig, load_toy_vit
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TOY_MODELS = {"toy-vit-shapes": WEIGHTS_DIR / "toy-vit-shapes.safetensors"}

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from activation_store.models.base import VisionModel
-from activation_store.sources.shapes import ShapesSource
+from visae.activation_store.models.base import VisionModel
+from visae.activation_store.sources.shapes import ShapesSource
 
 RIDGE = 10.0
 

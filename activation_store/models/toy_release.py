@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from activation_store.models.registry import file_sha256
-from activation_store.models.toy import wrap_toy
-from activation_store.models.toy_probes import probe_table, register_ablation
-from activation_store.models.toy_training import ToyTrainConfig, factor_accuracy
-from activation_store.models.toy_vit import ToyViT, save_toy_vit
-from activation_store.sources.shapes import ShapesSource
+from visae.activation_store.models.registry import file_sha256
+from visae.activation_store.models.toy import wrap_toy
+from visae.activation_store.models.toy_probes import probe_table, register_ablation
+from visae.activation_store.models.toy_training import ToyTrainConfig, factor_accuracy
+from visae.activation_store.models.toy_vit import ToyViT, save_toy_vit
+from visae.activation_store.sources.shapes import ShapesSource
 
 PROBE_HOOK = "blocks.-2.resid_post"
 PROBE_SEED_OFFSET = 2_000

@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from activation_store.models.toy_vit import ToyViT, ToyViTConfig
-from activation_store.sources.shapes import ShapesSource
+from visae.activation_store.models.toy_vit import ToyViT, ToyViTConfig
+from visae.activation_store.sources.shapes import ShapesSource
 
 HELD_OUT_SEED_OFFSET = 1_000
 

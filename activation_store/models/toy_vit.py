@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from activation_store.sources.shapes import ShapesSource
+from visae.activation_store.sources.shapes import ShapesSource
 
 
 def shapes_factor_values() -> dict[str, list[str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from activation_store.sources.base import ImageRecord
+from visae.activation_store.sources.base import ImageRecord
 
 MAX_PIXELS = 89_478_485
 """Images with more pixels than this are refused as decompression bombs: PIL's own default limit, above which it

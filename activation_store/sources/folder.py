@@ -8,8 +8,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from activation_store.sources.base import ImageRecord, ImageSource, register_source
-from activation_store.sources.decode import read_record
+from visae.activation_store.sources.base import ImageRecord, ImageSource, register_source
+from visae.activation_store.sources.decode import read_record
 
 
 def image_extensions() -> set[str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from activation_store.sources.base import ImageRecord, ImageSource, register_source
-from activation_store.sources.decode import read_record
-from activation_store.sources.folder import files_fingerprint
+from visae.activation_store.sources.base import ImageRecord, ImageSource, register_source
+from visae.activation_store.sources.decode import read_record
+from visae.activation_store.sources.folder import files_fingerprint
 
 
 class PathListSource(ImageSource):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from activation_store.sources.base import ImageRecord, ImageSource, parse_options, register_source
+from visae.activation_store.sources.base import ImageRecord, ImageSource, parse_options, register_source
 
 SHAPES = ("square", "ellipse", "heart", "triangle")
 SYMMETRY_PERIOD_DEG = {"square": 90.0, "ellipse": 180.0, "heart": 360.0, "triangle": 120.0}

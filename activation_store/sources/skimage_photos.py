@@ -7,8 +7,8 @@ import hashlib
 import skimage
 import skimage.data
 
-from activation_store.sources.base import ImageRecord, ImageSource, register_source
-from activation_store.sources.decode import array_to_rgb
+from visae.activation_store.sources.base import ImageRecord, ImageSource, register_source
+from visae.activation_store.sources.decode import array_to_rgb
 
 PHOTOS = (
     "astronaut", "brick", "camera", "cell", "chelsea", "clock", "coffee", "coins", "grass", "gravel",

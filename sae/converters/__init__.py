@@ -4,8 +4,8 @@ Foreign checkpoints are read with `torch.load(weights_only=True)` only; a file t
 unpickling is refused with the reason.
 """
 
-from sae.converters.convert_file import convert_file, sniff_format
-from sae.converters.prisma import convert_prisma
-from sae.converters.saev import convert_saev
+from visae.sae.converters.convert_file import convert_file, sniff_format
+from visae.sae.converters.prisma import convert_prisma
+from visae.sae.converters.saev import convert_saev
 
 __all__ = ["convert_file", "convert_prisma", "convert_saev", "sniff_format"]

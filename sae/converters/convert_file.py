@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sae.base import SAE
-from sae.converters.prisma import convert_prisma
-from sae.converters.saev import convert_saev
+from visae.sae.base import SAE
+from visae.sae.converters.prisma import convert_prisma
+from visae.sae.converters.saev import convert_saev
 
 FOREIGN_FORMATS = ("saev", "prisma")
 

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sae.base import SAE, create_sae
-from sae.config import SAEConfig
-from sae.converters.hooks import saev_hook
-from sae.converters.safe_load import load_weights_only, require_keys, sha256_of, tensor_dict
+from visae.sae.base import SAE, create_sae
+from visae.sae.config import SAEConfig
+from visae.sae.converters.hooks import saev_hook
+from visae.sae.converters.safe_load import load_weights_only, require_keys, sha256_of, tensor_dict
 
 BASE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae.converters import convert_file
+    from visae.sae.converters import convert_file
 
     sae = convert_file(args.source, fmt=args.format, hook_name=args.hook, model_name=args.model, config=args.config)
     print(sae.save(args.out))

@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from eval.config import load_eval_config
-    from eval.evaluate import evaluate
+    from visae.eval.config import load_eval_config
+    from visae.eval.evaluate import evaluate
 
     flags = {name: getattr(args, name) for name in _FLAGS}
     flags["compare_to"] = args.compare_to

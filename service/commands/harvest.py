@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from activation_store.harvest_config import BAD_FILE_POLICIES, load_harvest_config
-from activation_store.layout import TOKEN_KINDS
-from activation_store.store import COMPRESSIONS, DTYPES, ActivationStore
+from visae.activation_store.harvest_config import BAD_FILE_POLICIES, load_harvest_config
+from visae.activation_store.layout import TOKEN_KINDS
+from visae.activation_store.store import COMPRESSIONS, DTYPES, ActivationStore
 
 _FLAGS = ("out", "model", "weights", "images", "tokens", "n_images", "batch_size", "dtype", "compression",
           "bad_files", "num_workers", "device")
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from activation_store.harvester import harvest  # imports the model libraries, only when harvesting
+    from visae.activation_store.harvester import harvest  # imports the model libraries, only when harvesting
 
     flags = {name: getattr(args, name) for name in _FLAGS}
     if args.hooks:

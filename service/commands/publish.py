@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae.hub import publish
+    from visae.sae.hub import publish
 
     url = publish(args.dirs, args.repo, sae_ids=args.sae_ids, base_model=args.base_model, private=args.private,
                   commit_message=args.message)

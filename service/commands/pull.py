@@ -23,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sae.hub import download_sae
-    from sae.pretrained import releases
+    from visae.sae.hub import download_sae
+    from visae.sae.pretrained import releases
 
     if args.list:
         for name, entry in sorted(releases().items()):

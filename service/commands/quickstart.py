@@ -35,15 +35,15 @@ def run(args: argparse.Namespace) -> int:
     report = _evaluate(sae_dir, store)
     _print_summary(out, store, sae_dir, report)
     if args.serve:
-        from service.server import serve
+        from visae.service.server import serve
 
         serve([str(sae_dir)], port=args.port)
     return 0
 
 
 def _harvest(out: Path, n_images: int) -> str:
-    from activation_store.harvest_config import HarvestConfig
-    from activation_store.harvester import harvest
+    from visae.activation_store.harvest_config import HarvestConfig
+    from visae.activation_store.harvester import harvest
 
     path = out / "store.zarr"
     print(f"[1/3] harvesting {MODEL} at {', '.join(HOOKS)} (all tokens: CLS, 4 registers, patches) -> {path}")
@@ -53,8 +53,8 @@ def _harvest(out: Path, n_images: int) -> str:
 
 
 def _train(out: Path, store: str, tokens: int) -> Path:
-    from training.config import TrainConfig
-    from training.trainer import checkpoint_path, train
+    from visae.training.config import TrainConfig
+    from visae.training.run import checkpoint_path, train
 
     cfg = TrainConfig(store=store, hook=TRAIN_HOOK, architecture="topk", k=32, expansion_factor=16,
                       total_tokens=tokens, out_dir=str(out / "runs"), run_name="topk-k32-x16",
@@ -64,8 +64,8 @@ def _train(out: Path, store: str, tokens: int) -> Path:
 
 
 def _evaluate(sae_dir: Path, store: str) -> Path:
-    from eval.config import EvalConfig
-    from eval.evaluate import evaluate
+    from visae.eval.config import EvalConfig
+    from visae.eval.evaluate import evaluate
 
     print(f"[3/3] evaluating {sae_dir}")
     evaluate(EvalConfig(sae_dir=str(sae_dir), store=store))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from service.server import DEFAULT_HOST, DEFAULT_PORT, serve
-from service.uploads import UploadLimits
+from visae.service.server import DEFAULT_HOST, DEFAULT_PORT, serve
+from visae.service.uploads import UploadLimits
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -21,8 +21,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training import distributed
-    from training.sweep import load_sweep_config, resume_sweep, sweep
+    from visae.core import distributed
+    from visae.training.sweep import load_sweep_config, resume_sweep, sweep
 
     if args.resume:
         out = resume_sweep(args.resume, args.overrides)

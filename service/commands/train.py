@@ -19,9 +19,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training import distributed
-    from training.config import load_config
-    from training.trainer import resume, train
+    from visae.core import distributed
+    from visae.training.config import load_config
+    from visae.training.run import resume, train
 
     if args.resume:
         out = resume(args.resume, args.overrides, config_path=args.config)

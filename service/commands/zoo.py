@@ -6,9 +6,9 @@ import argparse
 
 import torch
 
-from activation_store.models.toy_release import write_toy_release
-from activation_store.models.toy_training import ToyTrainConfig, train_toy_vit
-from activation_store.typed_config import load_typed_config
+from visae.activation_store.models.toy_release import write_toy_release
+from visae.activation_store.models.toy_training import ToyTrainConfig, train_toy_vit
+from visae.core.config import load_typed_config
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,51 @@
+"""Kill -9 a training process mid-run, resume it, and get bit-identical weights (CPU)."""
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli_process import visae_command
+from visae.training.synthetic import synthetic_store
+
+HOOK = "blocks.0.resid_post"
+
+
+def _config(tmp_path: Path, store: Path, out_dir: str) -> Path:
+    cfg = {"store": str(store), "hook": HOOK, "architecture": "topk", "k": 4, "expansion_factor": 4,
+           "total_tokens": 256 * 300, "batch_size": 256, "checkpoint_every_steps": 7, "log_every_steps": 5,
+           "eval_every_steps": 10, "eval_tokens": 2048, "dead_after_tokens": 256 * 10, "out_dir": str(tmp_path / out_dir),
+           "run_name": "run", "wandb_mode": "disabled"}
+    path = tmp_path / f"{out_dir}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_is_bit_identical(tmp_path):
+    store = tmp_path / "store.zarr"
+    synthetic_store(str(store), d=32, n_images=64)
+    visae_command(["train", str(_config(tmp_path, store, "straight"))], tmp_path)
+
+    killed_cfg = _config(tmp_path, store, "killed")
+    run_dir = tmp_path / "killed" / "run"
+    proc = visae_command(["train", str(killed_cfg)], tmp_path, wait=False)
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.05)  # just after the first checkpoint, possibly mid-write of a later one
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "sae" / "cfg.json").exists(), "the run finished before it was killed"
+
+    visae_command(["train", "--resume", str(run_dir)], tmp_path)
+    straight = (tmp_path / "straight" / "run" / "sae" / "sae_weights.safetensors").read_bytes()
+    resumed = (run_dir / "sae" / "sae_weights.safetensors").read_bytes()
+    assert resumed == straight
+    assert not (run_dir / "checkpoint.pt").exists()
+    steps = [line for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert len(steps) == len(set(steps))  # no record written twice across the kill
