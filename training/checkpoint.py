@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from visae.core import distributed
 
 CHECKPOINT_FILE = "checkpoint.pt"

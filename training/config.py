@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
-
 from visae.core.config import load_typed_config
 
 ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")

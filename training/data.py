@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-
 from visae.activation_store.layout import canonical_hook
 from visae.activation_store.loader import ActivationLoader
 from visae.activation_store.store import ActivationStore

@@ -8,7 +8,6 @@ FVU = Σ‖x − x̂‖² / Σ‖x − μ‖² with μ the per-dimension mean ov
 from __future__ import annotations
 
 import torch
-
 from visae.core import distributed
 
 

@@ -12,7 +12,6 @@ SWEEP_DIR/checkpoint/ holds the last committed step of every rank (`visae sweep 
 
 from __future__ import annotations
 
-import csv
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,27 +20,31 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-
 from visae.activation_store.loader import ActivationLoader
-from visae.sae import create_sae
-from visae.sae.base import architecture_class
 from visae.core import distributed
 from visae.core.config import load_typed_config
-from visae.training.config import TrainConfig, resolve_defaults, to_yaml, validate
+from visae.core.devices import resolve_device
+from visae.sae import create_sae
+from visae.sae.base import architecture_class
+from visae.training.build import build_trainer, sae_config, store_metadata
+from visae.training.checkpoint import (
+    has_rank_checkpoint,
+    load_rank_checkpoint,
+    remove_rank_checkpoints,
+    rng_state,
+    save_rank_checkpoint,
+    set_rng_state,
+)
+from visae.training.closing_eval import calibrate, evaluate_many, training_metadata
+from visae.training.config import TrainConfig, resolve_defaults, validate
 from visae.training.data import BatchStream, mean_norm, open_store
-from visae.training.frontier import plot_frontier
 from visae.training.logger import RunLogger
 from visae.training.metrics import log10_freq
+from visae.training.run_dir import check_same_run, create_run_dir, saved_run_config
+from visae.training.sweep_results import RESULTS_FILE, result_row, write_results
 from visae.training.trainer import SAETrainer
-from visae.training.checkpoint import (has_rank_checkpoint, load_rank_checkpoint, remove_rank_checkpoints, rng_state,
-                                 save_rank_checkpoint, set_rng_state)
-from visae.training.run import (CALIBRATION_BATCHES, CONFIG_FILE, build_trainer, check_same_run, evaluate_many,
-                              resolve_device, sae_config, saved_run_config, store_metadata, training_metadata,
-                              write_atomic)
 
 TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
-RESULTS_FILE = "results.csv"
-FRONTIER_FILE = "frontier.png"
 
 
 @dataclass
@@ -159,9 +162,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     bar.close()
     # Decided over the whole grid, not this rank's share: every rank joins the batches' all-gather.
     if any(architecture_class(m.architecture).needs_calibration for m in members):
-        batches = [distributed.all_gather_rows(next(stream), shares) for _ in range(CALIBRATION_BATCHES)]
-        for trainer in trainers.values():
-            trainer.calibrate(batches)
+        calibrate(trainers.values(), (distributed.all_gather_rows(x, shares) for x in stream))
     stream.close()
     if pool is not None:
         pool.shutdown()
@@ -197,10 +198,7 @@ def _prepare_sweep_dir(sweep_dir: Path, cfg: SweepConfig, fingerprint: str, resu
     if has_rank_checkpoint(sweep_dir):
         raise FileExistsError(f"{sweep_dir} holds an unfinished sweep; continue it with `visae sweep --resume "
                               f"{sweep_dir}` or choose another out_dir/run_name")
-    if distributed.is_main():
-        (sweep_dir / "saes").mkdir(parents=True, exist_ok=True)
-        write_atomic(sweep_dir / CONFIG_FILE, to_yaml(cfg))
-    distributed.barrier()
+    create_run_dir(sweep_dir, cfg, "saes")
     return None
 
 
@@ -241,26 +239,3 @@ def _log_members(logger: RunLogger, step: int, members: list[TrainConfig], train
     merged = {f"{name}/{k}": v for part in distributed.all_gather_objects(local) for name, m in part.items()
               for k, v in m.items()}
     logger.log(step, merged)
-
-
-def result_row(member: TrainConfig, summary: dict) -> dict:
-    return {"name": member.run_name, "architecture": member.architecture,
-            "k": member.k if member.architecture in TOPK_FAMILY else "",
-            "sparsity_coefficient": "" if member.sparsity_coefficient is None else member.sparsity_coefficient,
-            "d_sae": member.d_sae, "lr": member.lr, **summary}
-
-
-def write_results(sweep_dir: Path, rows: list[dict]) -> None:
-    """results.csv (one row per SAE) and frontier.png, both written atomically."""
-    tmp = sweep_dir / f".{RESULTS_FILE}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_frontier(rows, sweep_dir / FRONTIER_FILE)
-    os.replace(tmp, sweep_dir / RESULTS_FILE)
-
-
-def read_results(sweep_dir: str | os.PathLike) -> list[dict]:
-    with open(Path(sweep_dir) / RESULTS_FILE, newline="") as f:
-        return list(csv.DictReader(f))

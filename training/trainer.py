@@ -10,9 +10,8 @@ import contextlib
 from collections.abc import Iterable
 
 import torch
-
-from visae.sae import SAE, TrainState
 from visae.core import distributed
+from visae.sae import SAE, TrainState
 from visae.training.dead_latents import DeadLatentTracker
 from visae.training.metrics import ReconstructionSummary, StepMetrics, batch_fvu_parts
 from visae.training.schedule import WarmupDecay, lr_scheduler, sparsity_scale

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 
 from visae.sae import SAE
 from visae.core.distributed import assign_balanced
-from visae.training.sweep import expand_grid, load_sweep_config, read_results, sweep
+from visae.training.sweep import expand_grid, load_sweep_config, sweep
+from visae.training.sweep_results import read_results
 from visae.training.synthetic import synthetic_store
 
 from cli_process import visae_command

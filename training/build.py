@@ -1,0 +1,37 @@
+"""How a resolved TrainConfig becomes an SAE and its SAETrainer; shared by single runs and sweeps."""
+
+from __future__ import annotations
+
+from visae.core.devices import autocast_dtype
+from visae.sae import SAEConfig
+from visae.training.config import TrainConfig
+from visae.training.dead_latents import dead_after_tokens
+from visae.training.schedule import warmup_decay
+from visae.training.trainer import SAETrainer
+
+
+def sae_config(cfg: TrainConfig, d_in: int, metadata: dict) -> SAEConfig:
+    """The SAEConfig of a resolved TrainConfig: architecture, width, k, sparsity coefficient, extras."""
+    params = dict(cfg.sae_params)
+    if cfg.sparsity_coefficient is not None:
+        params["l1_coeff" if cfg.architecture == "standard" else "l0_coeff"] = cfg.sparsity_coefficient
+    try:
+        return SAEConfig(architecture=cfg.architecture, d_in=d_in, d_sae=cfg.d_sae, k=cfg.k,
+                         normalize_activations="expected_average_only_in", metadata=metadata, **params)
+    except TypeError as err:
+        raise ValueError(f"bad sae_params {sorted(cfg.sae_params)}: {err}; see sae.SAEConfig for the fields") from err
+
+
+def store_metadata(store, cfg: TrainConfig) -> dict:
+    return {"model_name": store.model_spec, "hook_name": cfg.hook, "token_kind": cfg.tokens, "store": str(cfg.store),
+            "store_fingerprint": store.fingerprint}
+
+
+def build_trainer(sae, cfg: TrainConfig, total_steps: int, data_parallel: bool) -> SAETrainer:
+    return SAETrainer(
+        sae, lr=cfg.lr, betas=tuple(cfg.adam_betas), grad_clip=cfg.grad_clip,
+        schedule=warmup_decay(total_steps, cfg.lr_warmup_steps, cfg.lr_warmup_max_fraction, cfg.lr_decay_fraction),
+        sparsity_warmup_fraction=cfg.sparsity_warmup_fraction,
+        dead_after=dead_after_tokens(cfg.dead_after_tokens, cfg.dead_max_fraction, cfg.total_tokens),
+        autocast_dtype=autocast_dtype(cfg.dtype), data_parallel=data_parallel,
+    )

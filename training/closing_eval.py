@@ -1,0 +1,74 @@
+"""The closing evaluation of a run or sweep: inference statistics fitted to the final weights, then FVU, L0
+and dead fraction (docs/metrics.md) on tokens drawn with another seed, recorded in the dictionary's metadata."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict
+
+import torch
+from visae.activation_store.loader import ActivationLoader
+from visae.core import distributed
+from visae.training.config import TrainConfig
+from visae.training.data import BatchStream
+from visae.training.metrics import ReconstructionSummary
+
+CALIBRATION_BATCHES = 8  # batches that fit inference statistics (BatchTopK's threshold) after training
+
+
+def calibrate(trainers, batches: Iterator[torch.Tensor]) -> None:
+    """Fit every trainer's inference-only statistics on the same `CALIBRATION_BATCHES` batches."""
+    batches = [next(batches) for _ in range(CALIBRATION_BATCHES)]
+    for trainer in trainers:
+        trainer.calibrate(batches)
+
+
+def training_metadata(cfg: TrainConfig, total_steps: int, summary: dict) -> dict:
+    return {"training_tokens": total_steps * cfg.batch_size, "training_steps": total_steps,
+            "training_config": asdict(cfg), "eval_summary": summary,
+            "fvu": summary["fvu"], "l0": summary["l0"], "dead_fraction": summary["dead_fraction"]}
+
+
+@torch.no_grad()
+def evaluate_summary(sae, cfg: TrainConfig, store, device: torch.device, seed: int) -> tuple[dict, torch.Tensor]:
+    """FVU, L0 and dead fraction (design.md §5) on `cfg.eval_tokens` tokens drawn with another seed.
+
+    The tokens come from the same store (not a held-out split); with a budget under one epoch many are
+    unseen. Under torchrun every rank streams its share and the sums are all-reduced.
+    """
+    return evaluate_many([sae], cfg, store, device, seed)[0]
+
+
+@torch.no_grad()
+def evaluate_many(saes: list, cfg: TrainConfig, store, device: torch.device, seed: int,
+                  gather: bool = False) -> list[tuple[dict, torch.Tensor]]:
+    """`evaluate_summary` for several SAEs on one pass over the evaluation tokens.
+
+    Under torchrun each rank reads its share; with `gather` the shares are all-gathered so each rank
+    evaluates its own SAEs on every token (sharded sweeps), otherwise the sums are all-reduced.
+    """
+    world = distributed.world_size()
+    batch = min(cfg.batch_size, cfg.eval_tokens)
+    shares = [distributed.share(batch, world, r) for r in range(world)]
+    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[distributed.rank()], seed=seed)
+    stream = BatchStream(loader, device)
+    summaries = [ReconstructionSummary(store.d(cfg.hook), sae.cfg.d_sae) for sae in saes]
+    for sae in saes:
+        sae.eval()
+    for _ in range(max(1, math.ceil(cfg.eval_tokens / batch))):
+        x = next(stream)
+        if gather:
+            x = distributed.all_gather_rows(x, shares)
+        for sae, summary in zip(saes, summaries):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
+                z = sae.encode(x)
+                x_hat = sae.decode(z)
+            summary.update(x, x_hat, z)
+    stream.close()
+    out = []
+    for summary in summaries:
+        if not gather:
+            summary.all_reduce()
+        out.append((summary.result(), summary.freq()))
+    return out
