@@ -8,15 +8,12 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from safetensors.torch import save_file
 
 from visae.activation_store.models import load_model
-from visae.service.catalog import Catalog
 from visae.service.cli import main
-from visae.service.locate import locate
 
 MODEL = "timm:vit_tiny_patch16_224,pretrained=false,img_size=64,depth=2"
 IMAGES = "shapes:n=64,seed=0,size=64"
@@ -67,16 +64,3 @@ def build_dictionaries(root: Path) -> Built:
         _run("eval", str(sae_dir), "--store", str(store), "--weights", str(weights), "--top-k", "8",
              "--n-quantiles", "6", "--downstream-images", "32")
     return Built(resid=resid, mlp=mlp, store=store, weights=weights)
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory) -> Built:
-    root = tmp_path_factory.getbasetemp() / "service-dictionaries"
-    root.mkdir(exist_ok=True)
-    return build_dictionaries(root)
-
-
-@pytest.fixture(scope="session")
-def catalog(built: Built) -> Catalog:
-    """The two dictionaries, with ids `resid` and `mlp`."""
-    return Catalog.load(locate(str(built.resid)) + locate(str(built.mlp)), weights=str(built.weights))

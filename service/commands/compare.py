@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visae.eval.compare_dictionaries import compare_dictionaries
+    from visae.eval.dictionary_comparison import compare_dictionaries
 
     result = compare_dictionaries(args.a, args.b, split_threshold=args.split_threshold, out=args.out)
     print(json.dumps(result["summary"], indent=2))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from visae.eval.dictionary_compare import cosine_matrix, feature_splitting, hungarian, mmcs
+from visae.eval.decoder_similarity import cosine_matrix, feature_splitting, hungarian, mmcs
 from visae.eval.neurons import neuron_loadings
 
 

@@ -11,7 +11,6 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors.numpy import load_file
-from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures)
 from skimage import data as skdata
 
 from visae.service.app import create_app

@@ -9,7 +9,6 @@ from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
-from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures: catalog needs built)
 from skimage import data as skdata
 
 from visae.service.app import create_app

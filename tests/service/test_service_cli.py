@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 from hub_double import HubDouble
-from service_dictionary import built  # noqa: F401  (shared session fixture)
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,6 @@ import io
 import httpx
 import pytest
 from PIL import Image
-from service_dictionary import built, catalog  # noqa: F401  (shared session fixtures: catalog needs built)
 from skimage import data as skdata
 
 from visae.service.app import create_app

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from visae.eval.dictionary_compare import COMPARE_DEFINITION, cosine_matrix, feature_splitting, hungarian, mmcs
+from visae.eval.decoder_similarity import COMPARE_DEFINITION, cosine_matrix, feature_splitting, hungarian, mmcs
 from visae.eval.writer import json_ready
 from visae.sae import SAE
 
