@@ -15,7 +15,7 @@ images are kept); they are listed with their reasons in `images/skipped`. Under 
 first one with an error naming it.
 
 Several processes: under torchrun, rank 0 scans and creates the store, then every rank harvests the chunks
-k with k % world_size == rank (disjoint, chunk-aligned, on a preallocated store: design.md §2).
+k with k % world_size == rank (disjoint, chunk-aligned, on a preallocated store: docs/activation-store.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from visae.activation_store.harvest_config import HarvestConfig
@@ -38,6 +37,7 @@ from visae.activation_store.models import load_model
 from visae.activation_store.models.base import VisionModel
 from visae.activation_store.sources import ImageSource, open_source
 from visae.activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, is_remote, open_group
+from visae.core import distributed
 
 SCAN_BLOCK = 256
 
@@ -51,20 +51,21 @@ def harvest(cfg: HarvestConfig, model: VisionModel | None = None) -> ActivationS
     token_index = model.layout.indices(cfg.tokens)
     source = open_source(cfg.images)
     attrs = store_attrs(cfg, model, source, hooks, token_index)
-    with _process_group() as (rank, world):
+    with distributed.joined_process_group("gloo"):
+        rank, world = distributed.rank(), distributed.world_size()
         if rank == 0:
             store = open_or_create(cfg, attrs, model, source, hooks)
-        _barrier(world)
+        distributed.barrier()
         if rank != 0:
             store = ActivationStore.open(cfg.out, cfg.storage_options, mode="r+")
         done = store.done_mask()
         chunks = [k for k in range(store.n_chunks) if k % world == rank and not done[k]]
         if chunks:
             _harvest_chunks(model, source, store, chunks, hooks, token_index, cfg, show=rank == 0)
-        _barrier(world)
+        distributed.barrier()
         if rank == 0:
             store.mark_complete()
-        _barrier(world)
+        distributed.barrier()
     return ActivationStore.open(cfg.out, cfg.storage_options)
 
 
@@ -248,25 +249,3 @@ class ChunkWriter:
         if self.dtype == "bfloat16":
             return acts.to(torch.bfloat16).view(torch.int16).cpu().numpy()
         return acts.to(torch.float16).cpu().numpy()
-
-
-class _process_group:
-    """(rank, world_size); under torchrun, joins a gloo process group for the harvest's duration if needed."""
-
-    def __enter__(self) -> tuple[int, int]:
-        self.owned = False
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo")
-            self.owned = True
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-
-    def __exit__(self, *exc) -> None:
-        if self.owned:
-            dist.destroy_process_group()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()

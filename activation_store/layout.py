@@ -1,4 +1,4 @@
-"""Token layouts and hook-point names, shared by every model family (design.md §1)."""
+"""Token layouts and hook-point names, shared by every model family (docs/hooks-and-tokens.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shuffled token batches streamed from an activation store (design.md §2, "Shuffling").
+"""Shuffled token batches streamed from an activation store (docs/activation-store.md, "Reading").
 
 Tokens of one image are strongly correlated, so an epoch is built like this, for each rank:
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from visae.activation_store.layout import check_token_kind
 from visae.activation_store.store import ActivationStore
+from visae.core import distributed
 
 _END = object()
 # Loader threads still running: stopped and joined at interpreter exit, since a daemon thread killed
@@ -262,8 +262,8 @@ class ActivationLoader:
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None and world_size is None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+    if rank is None and world_size is None:
+        return distributed.rank(), distributed.world_size()
     rank, world_size = rank or 0, world_size or 1
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside [0, {world_size})")

@@ -1,4 +1,4 @@
-"""The activation store: one Zarr v3 group per harvest (design.md §2).
+"""The activation store: one Zarr v3 group per harvest (docs/activation-store.md).
 
 Layout::
 
@@ -34,6 +34,8 @@ from zarr.codecs import ZstdCodec
 from visae.activation_store.layout import TokenLayout
 
 FORMAT = "visae-activation-store"
+# The store layout version this code writes and the newest it reads (docs/activation-store.md). A store without
+# the attribute predates it and is read as version 1; a newer version is refused.
 FORMAT_VERSION = 1
 DTYPES = ("float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
@@ -41,6 +43,9 @@ _STORAGE_DTYPE = {"float16": "float16", "bfloat16": "int16"}
 # Attributes that say what a store holds: a resumed harvest must match all of them.
 IDENTITY_KEYS = ("model", "preprocess", "source", "token_kind", "layout", "hooks", "dtype", "compression",
                  "chunk_images", "n_images_requested", "bad_files")
+# Attributes a reader needs; a store lacking any of them is refused.
+REQUIRED_ATTRS = ("model", "source", "token_kind", "layout", "hooks", "dtype", "chunk_images", "n_images",
+                  "fingerprint")
 
 
 def is_remote(path: str) -> bool:
@@ -107,12 +112,20 @@ class ActivationStore:
         attrs = group.attrs
         if attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is a Zarr group but not a visae activation store (no format={FORMAT!r})")
-        if attrs.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{path} has store format {attrs['format_version']}; this visae reads up to "
-                             f"{FORMAT_VERSION}: upgrade visae")
+        version = attrs.get("format_version", 1)  # stores written before the attribute existed are version 1
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"{path} has an invalid format_version {version!r} (expected a positive integer); "
+                             "the store is damaged: harvest it again")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{path} has activation-store format version {version}, newer than version "
+                             f"{FORMAT_VERSION}, the newest this visae reads; upgrade visae (pip install -U visae)")
         if not attrs.get("initialized", False):
             raise ValueError(f"the store at {path} was never fully created (a harvest was interrupted while "
                              "creating it); rerun the harvest command to recreate it")
+        missing = [key for key in REQUIRED_ATTRS if key not in attrs]
+        if missing:
+            raise ValueError(f"{path} lacks the store attribute(s) {', '.join(missing)} that every visae activation "
+                             "store records; the store is damaged: harvest it again")
         return cls(group, path, storage_options)
 
     @classmethod

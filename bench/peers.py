@@ -28,8 +28,8 @@ not given): each library trains a TopK SAE (16x width, k=32) on the same token s
   the same stream). Its default 1000 warm-up steps must be shorter than the run, so it gets visae's warm-up.
 Every trained SAE is then evaluated by the same code on the same tokens through its library's inference path
 on raw activations (visae `SAE.load`, SAELens `SAE.load_from_disk` of `save_inference_model`, dictionary_learning
-`AutoEncoderTopK.from_pretrained`): FVU per design.md §5, L0 and the dead fraction (latents that fired on none
-of the N evaluation tokens) with `training.metrics.ReconstructionSummary`, on `--eval-tokens` tokens of a
+`AutoEncoderTopK.from_pretrained`): FVU per docs/metrics.md, L0 and the dead fraction (latents that fired on none
+of the N evaluation tokens) with `core.reconstruction.ReconstructionStats`, on `--eval-tokens` tokens of a
 loader with seed `--seed + 1` (every token of the store once when it holds fewer), from the training store or,
 with `--eval-store heldout`, from a store of other images that no SAE trained on.
 
@@ -60,15 +60,16 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-
+from typing import Any
 
 import torch
+from train import make_trainer
 
 from visae.activation_store.loader import ActivationLoader
-from train import make_trainer
+from visae.core.reconstruction import ReconstructionStats
 from visae.training.data import BatchStream, mean_norm, open_store
-from visae.training.metrics import ReconstructionSummary
 
 SAELENS_DEFAULT_LR = 3e-4  # sae_lens SAETrainerConfig / LanguageModelSAERunnerConfig default
 
@@ -79,8 +80,12 @@ SAELENS_DEFAULT_LR = 3e-4  # sae_lens SAETrainerConfig / LanguageModelSAERunnerC
 def import_dictionary_learning():
     """(TopKTrainer, AutoEncoderTopK, trainSAE, version) or a string saying why it is unavailable."""
     try:
-        from dictionary_learning.trainers.top_k import AutoEncoderTopK, TopKTrainer
-        from dictionary_learning.training import trainSAE
+        # An optional peer, absent where the benchmark is not run: reported as unavailable below.
+        from dictionary_learning.trainers.top_k import (  # pyright: ignore[reportMissingImports]
+            AutoEncoderTopK,
+            TopKTrainer,
+        )
+        from dictionary_learning.training import trainSAE  # pyright: ignore[reportMissingImports]
     except ModuleNotFoundError as err:
         return "not installed" if err.name == "dictionary_learning" else f"not importable: {err}"
     except Exception as err:  # noqa: BLE001 - any import failure means "not available", reported as such
@@ -196,7 +201,7 @@ def loader_epoch(store, hook: str) -> int:
 
 @torch.no_grad()
 def evaluate(models: dict, store, hook: str, batch: int, seed: int, n_tokens: int, d: int, n: int) -> dict:
-    summaries = {name: ReconstructionSummary(d, n) for name in models}
+    summaries = {name: ReconstructionStats(d, n) for name in models}
     for x in eval_batches(store, hook, batch, seed, n_tokens):
         for name, (encode, decode) in models.items():
             z = encode(x)
@@ -238,14 +243,14 @@ def train_saelens(store, hook: str, args, steps: int, lr: float, work: Path, nam
 
     d = store.d(hook)
     torch.manual_seed(args.seed)
-    trainer = saelens_trainer(d, int(round(args.expansion * d)), args.k, args.batch, steps, lr,
-                              batches(store, hook, args.batch, args.seed), normalize=True,
+    data = batches(store, hook, args.batch, args.seed)
+    trainer = saelens_trainer(d, int(round(args.expansion * d)), args.k, args.batch, steps, lr, data, normalize=True,
                               dead_feature_window=args.saelens_dead_window)
     norm = mean_norm(ActivationLoader(store, hook))
     trainer.activation_scaler.scaling_factor = math.sqrt(d) / norm
     start = time.perf_counter()
     sae = trainer.fit()
-    trainer.data_provider.close()
+    data.close()
     seconds = time.perf_counter() - start
     sae.save_inference_model(work / name)
     inference = SAE.load_from_disk(work / name, device="cpu")
@@ -321,7 +326,8 @@ def quality(args, dl) -> dict:
             steps = int(args.tokens) // args.batch
             warmup = visae_schedule(steps).warmup_steps
             models, results = {}, {}
-            trainers = [("visae", lambda: train_visae(store_path, hook, args, steps, work))]
+            trainers: list[tuple[str, Callable[[], tuple[Any, float, dict]]]] = [
+                ("visae", lambda: train_visae(store_path, hook, args, steps, work))]
             for lr in args.saelens_lr.split(","):
                 value = {"default": SAELENS_DEFAULT_LR, "visae": visae_lr(n, d)}.get(lr) or float(lr)
                 name = "saelens" if lr == "default" else f"saelens_lr_{lr}"
@@ -371,7 +377,7 @@ def visae_lr(n: int, d: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--d", type=int, default=384, help="speed: input width")
     p.add_argument("--n", type=int, default=6144, help="speed: latents")
     p.add_argument("--k", type=int, default=32)

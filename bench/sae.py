@@ -4,7 +4,7 @@ Decoder only: dense = scatter the code into [batch, d_sae] and matmul (6·B·n·
 both gradients); sparse = sae.kernels.sparse_decode (6·B·k·d FLOP). Also a whole TopK training step
 (encoder GEMM + topk + decoder, forward + backward): `TopKSAE.training_losses` (sparse encoder
 backward and sparse decoder) against the same step through dense autograd, against a bare encoder GEMM of the same
-shapes: the FLOP floor of a sparse step is about 2dn + 8kd per token (design.md §6).
+shapes: the FLOP floor of a sparse step is about 2dn + 8kd per token (docs/training-recipe.md).
 Prints one JSON object; all figures are ratios of timings taken in this run.
 """
 
@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -81,7 +79,7 @@ def main() -> None:
     t_step_sparse = timed(sparse_step, args.repeats)
     t_gemm = timed(encoder_gemm, args.repeats)
 
-    floor_flop = 2 * d * n + 8 * k * d  # per token, design.md §6
+    floor_flop = 2 * d * n + 8 * k * d  # per token, docs/training-recipe.md
     print(json.dumps({
         "shape": {"d": d, "d_sae": n, "k": k, "batch": batch, "threads": torch.get_num_threads()},
         "decoder_fwd_bwd_seconds": {"dense": round(t_dense, 4), "sparse": round(t_sparse, 4)},

@@ -15,7 +15,7 @@ AUROC_DEFINITION = (
     "source has patch labels (the lower of the AUROC against all other patches, background included, and against "
     "the other labelled patches only), else image-level on the per-image max. "
     "best_factor/best_auroc = the value with the highest AUROC; coverage_0_9 = share of factor values detected "
-    "by some latent with AUROC >= 0.9 (design.md §5)."
+    "by some latent with AUROC >= 0.9 (docs/metrics.md)."
 )
 
 

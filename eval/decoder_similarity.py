@@ -1,4 +1,4 @@
-"""Comparing two dictionaries through their decoder directions (design.md §5): MMCS, one-to-one
+"""Comparing two dictionaries through their decoder directions (docs/metrics.md): MMCS, one-to-one
 Hungarian matching, and feature splitting (which wide latents descend from which narrow one)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 COMPARE_DEFINITION = (
     "MMCS(A->B) = mean over A's decoder rows of the max cosine similarity with B's rows; Hungarian matching pairs "
     "latents one to one maximising total cosine (scipy linear_sum_assignment); a wide latent's parent is the "
-    "narrow latent with the highest decoder cosine (design.md §5)."
+    "narrow latent with the highest decoder cosine (docs/metrics.md)."
 )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from visae.core.atomic import write_atomic
 from visae.eval.decoder_similarity import COMPARE_DEFINITION, cosine_matrix, feature_splitting, hungarian, mmcs
 from visae.eval.writer import json_ready
 from visae.sae import SAE
@@ -40,7 +40,5 @@ def compare_dictionaries(a: str | Path, b: str | Path, split_threshold: float = 
         full["splitting"] = {"parent_of_wide": split["parent"], "parent_cos": split["parent_cos"],
                              "children_of_narrow": split["children"]}
     if out is not None:
-        tmp = Path(f"{out}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(json_ready(full)))
-        os.replace(tmp, out)
+        write_atomic(out, json.dumps(json_ready(full)))
     return json_ready(full)

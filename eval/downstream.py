@@ -1,4 +1,4 @@
-"""Downstream effect of a dictionary, spliced into the real forward pass (design.md §5).
+"""Downstream effect of a dictionary, spliced into the real forward pass (docs/metrics.md).
 
 The hook's activation is replaced, for the tokens the SAE was trained on only, by (a) the SAE reconstruction,
 (b) zeros, (c) the per-dimension mean over the evaluation set; the model's outputs are compared with the clean
@@ -18,7 +18,7 @@ DOWNSTREAM_DEFINITION = (
     "evaluation-set per-dimension mean (mean) inside the real forward pass. Classifier heads: kl_* = mean "
     "KL(p_clean || p_spliced), top1_* = agreement with the clean top-1, recovered_vs_zero/mean = "
     "(KL_ablate - KL_sae) / KL_ablate. CLIP towers: cosine_* = mean cosine of clean and spliced image embeddings; "
-    "zero-shot accuracy change where labels and the text tower exist (design.md §5)."
+    "zero-shot accuracy change where labels and the text tower exist (docs/metrics.md)."
 )
 ABLATIONS = ("sae", "zero", "mean")
 

@@ -1,4 +1,5 @@
-"""`evaluate(cfg)`: measure a dictionary on an activation store and write SAE_DIR/eval (common.md layout).
+"""`evaluate(cfg)`: measure a dictionary on an activation store and write SAE_DIR/eval (the layout in
+docs/dictionary-formats.md).
 
 Stages: (1) one streaming pass over the store's activations (reconstruction, sparsity, sparse codes);
 (2) per-latent interpretability off the codes (top/quantile images, heatmaps, purity, factor AUROC);
@@ -24,6 +25,7 @@ from visae.activation_store.layout import TokenLayout, canonical_hook
 from visae.activation_store.models import Preprocess, load_model
 from visae.activation_store.sources import open_source
 from visae.activation_store.store import ActivationStore
+from visae.core.reconstruction import FVU_DEFINITION, ReconstructionStats
 from visae.eval.auroc import AUROC_DEFINITION
 from visae.eval.codes import CodeCollector, Codes
 from visae.eval.config import EvalConfig
@@ -34,7 +36,6 @@ from visae.eval.model_pass import final_embedding_hook, run_model_pass
 from visae.eval.monosemanticity import MS_DEFINITION, monosemanticity_scores
 from visae.eval.neurons import NEURON_DEFINITION, neuron_loadings
 from visae.eval.ranking import SCORE_DEFINITION, add_score_and_rank
-from visae.eval.reconstruction import FVU_DEFINITION, ReconstructionStats
 from visae.eval.report import build_report
 from visae.eval.results import EvalResults
 from visae.eval.sparsity import SPARSITY_DEFINITION, FiringStats
@@ -193,7 +194,7 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
 
 
 def _store_pass(cfg, sae, store, target: Target, n_images: int):
-    recon = ReconstructionStats(d=store.d(target.hook))
+    recon = ReconstructionStats(d=store.d(target.hook), device=cfg.device)
     firing = FiringStats(d_sae=sae.cfg.d_sae)
     collector = CodeCollector(sae.cfg.d_sae, target.layout)
     token_index = torch.as_tensor(target.store_tokens)
@@ -296,7 +297,7 @@ def _other_dictionaries(dirs: list[str]) -> list[dict]:
 
 def _definitions(reference_encoder: str) -> dict:
     return {
-        "note": "All metrics follow design.md §5.",
+        "note": "All metrics follow docs/metrics.md.",
         "reconstruction": FVU_DEFINITION,
         "sparsity": SPARSITY_DEFINITION,
         "downstream": DOWNSTREAM_DEFINITION,

@@ -1,5 +1,5 @@
 """Per-latent interpretability read off the sparse codes: label purity/entropy (image labels and patch labels)
-and ground-truth factor AUROC with Coverage@0.9 (design.md §5)."""
+and ground-truth factor AUROC with Coverage@0.9 (docs/metrics.md)."""
 
 from __future__ import annotations
 

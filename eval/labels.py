@@ -1,4 +1,4 @@
-"""Label purity@k and label entropy of each latent's top examples (design.md §5)."""
+"""Label purity@k and label entropy of each latent's top examples (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 PURITY_DEFINITION = (
     "purity@k = share of a latent's top-k images carrying their majority label; label_entropy = entropy in "
     "bits of the label distribution over those images (unlabelled and padding examples ignored). Patch purity "
-    "uses the top-k patches' labels, background counted as its own label (design.md §5)."
+    "uses the top-k patches' labels, background counted as its own label (docs/metrics.md)."
 )
 
 

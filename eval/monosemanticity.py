@@ -1,4 +1,4 @@
-"""Monosemanticity score of Pach et al. (2025) for every latent at once (design.md §5).
+"""Monosemanticity score of Pach et al. (2025) for every latent at once (docs/metrics.md).
 
 MS = Σ_{n<m} ã_n ã_m cos(e_n, e_m) / Σ_{n<m} ã_n ã_m, with ã the latent's per-image activation min-max scaled
 to [0, 1] and e_n a reference-encoder embedding of image n. With unit-norm embeddings and S = Σ_n ã_n e_n,
@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 MS_DEFINITION = (
     "monosemanticity = Pach et al. 2025 MS: activation-weighted mean pairwise cosine of reference-encoder "
-    "embeddings over images, activations min-max scaled per latent; reference encoder = {encoder} (design.md §5)."
+    "embeddings over images, activations min-max scaled per latent; reference encoder = {encoder} (docs/metrics.md)."
 )
 
 

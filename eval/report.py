@@ -191,7 +191,7 @@ def build_report(folder: Path, summary: dict, features: pd.DataFrame, top: dict,
 <style>{CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p class=muted>{summary['architecture']} SAE, {summary['d_sae']} latents; store {html.escape(str(summary['store']))}
-(fingerprint {summary['store_fingerprint']}). All metrics follow design.md §5; definitions at the end.</p>
+(fingerprint {summary['store_fingerprint']}). All metrics follow docs/metrics.md; definitions at the end.</p>
 <h2>Summary</h2>{_table([(label, summary.get(key)) for key, label in SUMMARY_ROWS])}
 <h2>L0 / FVU against other dictionaries</h2><img alt="L0 vs FVU" src="{l0_fvu_plot(summary, others)}">
 <h2>Firing frequency</h2><img alt="firing-frequency histogram" src="{frequency_histogram(summary)}">

@@ -1,4 +1,4 @@
-"""Typed read access to what `visae eval` writes under SAE_DIR/eval/ (the layout in common.md).
+"""Typed read access to what `visae eval` writes under SAE_DIR/eval/ (the layout in docs/dictionary-formats.md).
 
 This is the only reader the web service uses, so its API is kept stable:
 

@@ -1,4 +1,4 @@
-"""Sparsity and firing statistics over N evaluation tokens (design.md §5)."""
+"""Sparsity and firing statistics over N evaluation tokens (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 SPARSITY_DEFINITION = (
     "L0 = mean number of nonzero latents per token; dead = fired on none of the N evaluation tokens "
     "(N = n_tokens); dense_10 / dense_1 = share of latents firing on more than 10% / 1% of tokens; "
-    "freq_hist = histogram of log10(firing frequency) over live latents (design.md §5)."
+    "freq_hist = histogram of log10(firing frequency) over live latents (docs/metrics.md)."
 )
 HIST_EDGES = np.linspace(-8.0, 0.0, 33)
 

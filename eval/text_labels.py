@@ -1,4 +1,4 @@
-"""Text labels for latents of CLIP models, through the model's own text tower (design.md §5).
+"""Text labels for latents of CLIP models, through the model's own text tower (docs/metrics.md).
 
 A latent's image-side direction is the activation-weighted mean of the (unit) CLIP image embeddings of the
 images it fires on, activations min-max scaled as for the monosemanticity score; its label is the vocabulary

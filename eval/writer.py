@@ -1,12 +1,10 @@
-"""Writing the eval-results layout (common.md) atomically, and the summary into the SAE's cfg.json metadata."""
+"""Writing the eval-results layout (docs/dictionary-formats.md) atomically, and the summary into the SAE's
+cfg.json metadata."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pandas as pd
 from PIL import Image
 from safetensors.numpy import save_file
 
+from visae.core.atomic import atomic_folder, write_atomic
 from visae.eval.results import EVAL_DIRNAME, FEATURES_FILE, REPORT_FILE, SUMMARY_FILE, THUMBS_DIR, TOP_FILE
 
 THUMB_MAX_SIDE = 160
@@ -45,8 +44,7 @@ def write_results(sae_dir: Path, summary: dict, features: pd.DataFrame, top: dic
 
     `report(tmp_dir)` builds the HTML once the other files are in place."""
     final = Path(sae_dir) / EVAL_DIRNAME
-    tmp = Path(tempfile.mkdtemp(prefix=".eval-tmp-", dir=sae_dir))
-    try:
+    with atomic_folder(final) as tmp:
         (tmp / SUMMARY_FILE).write_text(json.dumps(json_ready(summary), indent=2))
         features.to_parquet(tmp / FEATURES_FILE, index=False)
         save_file({k: np.ascontiguousarray(v) for k, v in top.items()}, str(tmp / TOP_FILE))
@@ -54,22 +52,7 @@ def write_results(sae_dir: Path, summary: dict, features: pd.DataFrame, top: dic
         for index, image in thumbs.items():
             image.save(tmp / THUMBS_DIR / f"{index}.png")
         (tmp / REPORT_FILE).write_text(report(tmp), encoding="utf-8")
-        _swap_in(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
-
-
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Replace `final` by `tmp`; an old result is moved aside first and removed only after the swap."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".eval-old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def thumbnail(image: Image.Image) -> Image.Image:
@@ -81,7 +64,7 @@ def thumbnail(image: Image.Image) -> Image.Image:
 
 
 def update_cfg_metadata(sae_dir: Path, summary: dict) -> None:
-    """Put the summary figures into cfg.json metadata (temp file, then os.replace) so publishing picks them up."""
+    """Put the summary figures into cfg.json metadata (written atomically) so publishing picks them up."""
     path = Path(sae_dir) / "cfg.json"
     cfg = json.loads(path.read_text())
     figures = json_ready({k: summary[k] for k in METADATA_KEYS if k in summary})
@@ -93,6 +76,4 @@ def update_cfg_metadata(sae_dir: Path, summary: dict) -> None:
     metadata["eval_summary"] = {"fvu": figures.get("fvu"), "l0": figures.get("l0"), "mse": figures.get("mse"),
                                 "dead_fraction": figures.get("dead_fraction"), "dense_fraction_10": figures.get("dense_10"),
                                 "n_eval_tokens": figures.get("n_tokens")}
-    tmp = path.with_name(f".cfg.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(cfg, indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(cfg, indent=2))

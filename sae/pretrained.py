@@ -32,7 +32,7 @@ class PretrainedSAE:
 @lru_cache(maxsize=1)
 def releases() -> dict[str, dict[str, Any]]:
     """Every release of the packaged registry."""
-    text = resources.files("sae").joinpath("pretrained.yaml").read_text()
+    text = resources.files("visae.sae").joinpath("pretrained.yaml").read_text()
     return yaml.safe_load(text)
 
 

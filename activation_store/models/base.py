@@ -8,7 +8,6 @@ with PyTorch forward hooks.
 from __future__ import annotations
 
 import abc
-
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -106,7 +105,7 @@ def _same_shape(name: str, fn: ActivationFn) -> ActivationFn:
 
 
 class VisionModel(abc.ABC):
-    """A vision transformer with named hook points (design.md §1) and its own preprocessing.
+    """A vision transformer with named hook points (docs/hooks-and-tokens.md) and its own preprocessing.
 
     Subclasses provide `_embed_input` (the module whose *input* is the `embed` hook: patch embeddings plus
     positions), `_parts` (one BlockParts per block), `_split_forward` (a block forward with a function applied

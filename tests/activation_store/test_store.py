@@ -78,8 +78,29 @@ def test_unknown_hook_lists_the_stored_ones(tmp_path):
 
 
 def test_chunks_are_separate_storage_objects(tmp_path):
-    """Writers owning different chunks never touch the same file (design.md §2's safety rule)."""
+    """Writers owning different chunks never touch the same file (docs/activation-store.md's safety rule)."""
     store, _ = make_store(str(tmp_path / "s.zarr"), n_images=20, chunk_images=8)
     chunk_dir = tmp_path / "s.zarr" / "acts" / "blocks.0.resid_post" / "c"
     assert sorted(os.listdir(chunk_dir)) == ["0", "1", "2"]
     assert sorted(os.listdir(tmp_path / "s.zarr" / "done" / "c")) == ["0", "1", "2"]
+
+
+def test_open_refuses_a_newer_format_version_and_reads_stores_without_one(tmp_path):
+    store, x = make_store(str(tmp_path / "s.zarr"))
+    rw = ActivationStore.open(store.path, mode="r+")
+    rw.group.attrs["format_version"] = 2
+    with pytest.raises(ValueError, match=r"format version 2, newer than version 1.*upgrade visae"):
+        ActivationStore.open(store.path)
+    del rw.group.attrs["format_version"]  # written before the attribute existed: read as version 1
+    old = ActivationStore.open(store.path)
+    np.testing.assert_array_equal(old.read("blocks.0.resid_post", 0, old.n_images), x)
+    rw.group.attrs["format_version"] = "1"
+    with pytest.raises(ValueError, match="invalid format_version"):
+        ActivationStore.open(store.path)
+
+
+def test_open_refuses_a_store_missing_required_attributes(tmp_path):
+    store, _ = make_store(str(tmp_path / "s.zarr"))
+    del ActivationStore.open(store.path, mode="r+").group.attrs["layout"]
+    with pytest.raises(ValueError, match="lacks the store attribute"):
+        ActivationStore.open(store.path)

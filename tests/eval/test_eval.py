@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from tests.eval_fixtures import tiny_store, train_sae
 from visae.eval.config import load_eval_config
 from visae.eval.downstream import token_splice
 from visae.eval.evaluate import evaluate
 from visae.sae import SAE
 from visae.service.cli import main
-from tests.eval_fixtures import tiny_store, train_sae
 
 CONTRACT_COLUMNS = ("feature", "freq", "log10_freq", "max_act", "mean_act", "purity", "label_entropy", "top_label",
                     "best_factor", "best_auroc", "monosemanticity", "text_label", "score", "rank")
@@ -55,7 +55,7 @@ def test_writes_the_contract_layout(setup, results):
     assert {int(p.stem) for p in (eval_dir / "thumbs").iterdir()} == referenced
     summary = json.loads((eval_dir / "summary.json").read_text())
     assert summary["n_tokens"] == store.n_images * len(store.layout.patch_indices)  # only the SAE's tokens
-    assert "design.md §5" in summary["metric_definitions"]["note"]
+    assert "docs/metrics.md" in summary["metric_definitions"]["note"]
     metadata = json.loads((sae_dir / "cfg.json").read_text())["metadata"]
     assert metadata["eval"]["fvu"] == pytest.approx(summary["fvu"]) and metadata["l0"] == pytest.approx(summary["l0"])
     assert not list(sae_dir.glob(".eval-*"))  # no temporary folders left behind

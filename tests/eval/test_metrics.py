@@ -1,4 +1,4 @@
-"""Hand-computed checks of every evaluation metric (design.md §5) on tiny cases."""
+"""Hand-computed checks of every evaluation metric (docs/metrics.md) on tiny cases."""
 
 import itertools
 import math
@@ -9,11 +9,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from visae.core.reconstruction import ReconstructionStats
 from visae.eval.auroc import auroc_matrix, best_matches, coverage
 from visae.eval.labels import purity_and_entropy
 from visae.eval.monosemanticity import monosemanticity_scores
 from visae.eval.ranking import add_score_and_rank
-from visae.eval.reconstruction import ReconstructionStats
 from visae.eval.sparsity import FiringStats
 
 
