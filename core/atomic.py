@@ -1,15 +1,70 @@
 """Atomic writes: the new content goes to a temporary name beside the target, then is renamed over it, so a
-crash or kill leaves either the old file or the new one, never a half-written one."""
+crash or kill leaves either the old file (or folder) or the new one, never a half-written one.
+
+Temporary names are `.NAME.tmp-PID` (and `.NAME.old-PID` for a folder being swapped out): hidden, next to
+their target, and naming the process that made them, so the leftovers of a killed process are recognisable.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically."""
+def temporary_sibling(path: Path, kind: str = "tmp") -> Path:
+    """`.NAME.<kind>-PID` beside `path`."""
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` for any writer to create (a file or a folder); when the block ends
+    without error it is renamed over `path`, otherwise removed and the old `path` left as it was."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
+    tmp = temporary_sibling(path)
+    _remove(tmp)  # left by an earlier process that had the same PID
+    try:
+        yield tmp
+        _rename_over(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """`atomic_path` for a folder: yield a new empty temporary folder to fill; it replaces any folder at `path`."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        yield tmp
+
+
+def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
+    """Write text or bytes to `path` atomically."""
+    with atomic_path(path) as tmp:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content)
+
+
+def _rename_over(tmp: Path, path: Path) -> None:
+    """A rename cannot replace a non-empty folder: an old folder is moved aside first and removed after the swap."""
+    if not (tmp.is_dir() and path.exists()):
+        os.replace(tmp, path)
+        return
+    old = temporary_sibling(path, "old")
+    _remove(old)
+    os.replace(path, old)
     os.replace(tmp, path)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

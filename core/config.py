@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Iterator, TypeVar
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 T = TypeVar("T")
@@ -21,16 +23,34 @@ def load_typed_config(schema: type[T], yaml_path: str | os.PathLike | None = Non
     A layer is a dict of set values (None entries are skipped, so unset command-line flags change
     nothing) or a list of `key=value` strings (`--set` style; dotted keys reach nested fields).
     """
+    with _named_errors(schema, yaml_path):
+        return OmegaConf.to_object(_merge(schema, yaml_path, layers))
+
+
+def typed_config_values(schema: type, yaml_path: str | os.PathLike | None = None, *layers: dict | list[str]) -> dict:
+    """The same merge as `load_typed_config`, type-checked field by field, as a plain dict of field values
+    (nested dataclasses as dicts) that builds nothing: required fields set nowhere hold `MISSING` and no
+    `__post_init__` runs, so command-line flags can still complete the settings (service.cli)."""
+    with _named_errors(schema, yaml_path):
+        return OmegaConf.to_container(_merge(schema, yaml_path, layers))
+
+
+def _merge(schema: type, yaml_path: str | os.PathLike | None, layers: tuple) -> DictConfig:
     if yaml_path is not None and not Path(yaml_path).is_file():
         raise FileNotFoundError(f"config file {yaml_path} does not exist")
+    sources = [OmegaConf.load(yaml_path) if yaml_path is not None else {},
+               *(OmegaConf.from_dotlist(list(layer)) if isinstance(layer, (list, tuple))
+                 else {k: v for k, v in layer.items() if v is not None} for layer in layers)]
+    return OmegaConf.merge(OmegaConf.structured(schema),
+                           *(_whole_floats_to_int(schema, OmegaConf.to_container(OmegaConf.create(source)))
+                             for source in sources))
+
+
+@contextmanager
+def _named_errors(schema: type, yaml_path: str | os.PathLike | None) -> Iterator[None]:
+    """omegaconf's errors as ValueErrors naming the field and the file."""
     try:
-        sources = [OmegaConf.load(yaml_path) if yaml_path is not None else {},
-                   *(OmegaConf.from_dotlist(list(layer)) if isinstance(layer, (list, tuple))
-                     else {k: v for k, v in layer.items() if v is not None} for layer in layers)]
-        merged = OmegaConf.merge(OmegaConf.structured(schema),
-                                 *(_whole_floats_to_int(schema, OmegaConf.to_container(OmegaConf.create(source)))
-                                   for source in sources))
-        return OmegaConf.to_object(merged)
+        yield
     except MissingMandatoryValue as err:
         raise ValueError(f"missing required setting {err.full_key!r}; set it in the YAML file or on the "
                          "command line") from None
@@ -39,6 +59,8 @@ def load_typed_config(schema: type[T], yaml_path: str | os.PathLike | None = Non
         where = f"field {key!r}" if key else schema.__name__
         message = str(getattr(err, "msg", err)).splitlines()[0]
         raise ValueError(f"bad {where} in {yaml_path or 'the settings given'}: {message}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{yaml_path} is not valid YAML: {' '.join(str(err).split())}") from None
 
 
 def _whole_floats_to_int(schema: type, values: dict) -> dict:

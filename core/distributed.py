@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -13,10 +15,30 @@ def init_from_env(device: torch.device) -> None:
 
     gloo on CPU, nccl on GPU. Multi-node runs use torchrun's own rendezvous (`--rdzv-endpoint`).
     """
-    if dist.is_initialized() or "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+    if dist.is_initialized() or not _launched_as_several():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
+
+
+@contextlib.contextmanager
+def joined_process_group(backend: str = "gloo") -> Iterator[None]:
+    """Under torchrun, be in a process group for the block, leaving it afterwards if the block joined it.
+
+    For a job run within a larger program (a harvest) that must not leave a group behind it."""
+    joined = _launched_as_several() and not dist.is_initialized()
+    if joined:
+        dist.init_process_group(backend=backend)
+    try:
+        yield
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _launched_as_several() -> bool:
+    """Whether torchrun started several processes (it sets WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def rank() -> int:
@@ -54,6 +76,13 @@ def all_reduce_flat(grads: list[torch.Tensor], weight: float, extra: list[torch.
 
 def flat_dtype(grads: list[torch.Tensor]) -> torch.dtype:
     return grads[0].dtype if grads else torch.float32
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In place: `t` becomes its sum over ranks."""
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from visae.eval.codes import sparse_shape
+
 AUROC_DEFINITION = (
     "AUROC of a latent's activation as a detector of a factor value (ties averaged), patch-level where the "
     "source has patch labels (the lower of the AUROC against all other patches, background included, and against "
@@ -28,7 +30,7 @@ def auroc_matrix(codes: sp.spmatrix, labels: np.ndarray, n_values: int) -> np.nd
     codes.sum_duplicates()
     codes.eliminate_zeros()
     labels = np.asarray(labels)
-    n_rows, n_latents = codes.shape
+    n_rows, n_latents = sparse_shape(codes)
     if labels.shape != (n_rows,):
         raise ValueError(f"labels have shape {labels.shape}, expected ({n_rows},)")
     rel_rank, zero_rank = _nonzero_ranks(codes)
@@ -47,7 +49,7 @@ def auroc_matrix(codes: sp.spmatrix, labels: np.ndarray, n_values: int) -> np.nd
 
 def _nonzero_ranks(codes: sp.csc_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
     """Per-column average ranks, as (rank − rank of a zero) on the nonzero pattern, and the zero rank per column."""
-    n_rows, n_latents = codes.shape
+    n_rows, n_latents = sparse_shape(codes)
     per_col = np.diff(codes.indptr)
     col = np.repeat(np.arange(n_latents), per_col)
     order = np.lexsort((codes.data, col))

@@ -4,12 +4,18 @@ top images (max over patches), top patches, activation-quantile images and patch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from visae.activation_store.layout import TokenLayout
+
+
+def sparse_shape(m: sp.spmatrix) -> tuple[int, int]:
+    """(rows, columns) of a sparse matrix: scipy ships no type hints, and pyright infers its `.shape` as None."""
+    return cast(tuple[int, int], m.shape)
 
 
 @dataclass
@@ -33,7 +39,9 @@ class CodeCollector:
     def update(self, z: torch.Tensor) -> None:
         """z: [images, tokens, latents] for the next images."""
         if z.shape[1:] != (self.layout.n_tokens, self.n_latents):
-            raise ValueError(f"codes of shape {tuple(z.shape)} do not match [*, {self.layout.n_tokens}, {self.n_latents}]")
+            raise ValueError(
+                f"codes of shape {tuple(z.shape)} do not match [*, {self.layout.n_tokens}, {self.n_latents}]"
+            )
         z = z.detach().float()
         b, t, _ = z.shape
         self._token_parts.append(_to_coo(z.reshape(b * t, -1), row_offset=self.n_images * t))
@@ -69,7 +77,7 @@ class Codes:
 
     @property
     def n_images(self) -> int:
-        return self.images.shape[0]
+        return sparse_shape(self.images)[0]
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -91,10 +99,11 @@ class Codes:
 
     def quantile_images(self, q: int) -> tuple[np.ndarray, np.ndarray]:
         """Per latent, q images spread over the quantiles (i + 0.5) / q of its nonzero image activations."""
-        images = np.full((self.images.shape[1], q), -1, dtype=np.int64)
-        acts = np.zeros((self.images.shape[1], q), dtype=np.float32)
+        n_latents = sparse_shape(self.images)[1]
+        images = np.full((n_latents, q), -1, dtype=np.int64)
+        acts = np.zeros((n_latents, q), dtype=np.float32)
         m = self.images
-        for j in range(m.shape[1]):
+        for j in range(n_latents):
             lo, hi = m.indptr[j], m.indptr[j + 1]
             if hi == lo:
                 continue
@@ -142,9 +151,9 @@ class Codes:
 def _top_per_column(m: sp.csc_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (-1 pad) and values of the k largest nonzero entries of every column, best first."""
     m = sp.csc_matrix(m)
-    n_cols = m.shape[1]
+    n_cols = sparse_shape(m)[1]
     col = np.repeat(np.arange(n_cols), np.diff(m.indptr))
-    order = np.lexsort((m.indices, -m.data, col))
+    order = np.lexsort((m.indices, np.negative(m.data), col))
     rank = np.arange(order.size) - m.indptr[col[order]]
     keep = order[rank < k]
     idx = np.full((n_cols, k), -1, dtype=np.int64)

@@ -14,24 +14,24 @@ from visae.core.config import load_typed_config
 class EvalConfig:
     """What to evaluate and how much of it. `visae eval --help` describes the fields."""
 
-    sae_dir: str = MISSING
-    store: Optional[str] = None  # an activation store holding the SAE's hook, or...
-    model: Optional[str] = None  # ...a model spec plus an image source, harvested to a temporary store
-    images: Optional[str] = None
-    weights: Optional[str] = None  # local model checkpoint
-    hook: Optional[str] = None  # default: the SAE's metadata.hook_name
-    max_images: Optional[int] = None  # evaluate the first N store images (None: all)
-    batch_images: int = 64
+    sae_dir: str = MISSING  # SAE folder to evaluate (cfg.json + sae_weights.safetensors)
+    store: Optional[str] = None  # activation store holding the SAE's hook (path or s3://...)
+    model: Optional[str] = None  # instead of a store: a model spec to harvest from, with --images
+    images: Optional[str] = None  # instead of a store: an image source to harvest from, with --model
+    weights: Optional[str] = None  # local model weights file
+    hook: Optional[str] = None  # hook point (None: the SAE's metadata hook_name)
+    max_images: Optional[int] = None  # evaluate the first N images (None: all)
+    batch_images: int = 64  # images per batch
     top_k: int = 16  # top images / patches kept per latent
     n_quantiles: int = 8  # activation-quantile samples per latent
     downstream_images: int = 256  # images for the spliced forward passes
-    model_passes: bool = True  # False: skip the spliced downstream pass and the monosemanticity embeddings
+    model_passes: bool = True  # run the model: spliced downstream effect, monosemanticity, text labels
     neuron_images: int = 128  # images for the neuron-basis comparison on mlp_hidden hooks
     vocabulary: Optional[str] = None  # text file of concepts (one per line) for CLIP text labels
-    compare_to: list[str] = field(default_factory=list)  # other SAE dirs for the L0/FVU plot
+    compare_to: list[str] = field(default_factory=list)  # other evaluated dictionaries to place on the L0/FVU plot
     report_features: int = 24  # top-ranked features shown in report.html
-    device: str = "cpu"
-    progress: bool = True
+    device: str = "cpu"  # torch device
+    progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:
         if self.store is None and (self.model is None or self.images is None):

@@ -53,7 +53,8 @@ def feature_splitting(cos_narrow_wide: np.ndarray, threshold: float = 0.5) -> di
     parent = cos_narrow_wide.argmax(0)
     parent_cos = cos_narrow_wide[parent, np.arange(cos_narrow_wide.shape[1])]
     children = {
-        int(n): np.flatnonzero((parent == n) & (parent_cos >= threshold)).tolist() for n in range(cos_narrow_wide.shape[0])
+        int(n): np.flatnonzero((parent == n) & (parent_cos >= threshold)).tolist()
+        for n in range(cos_narrow_wide.shape[0])
     }
     n_children = np.array([len(c) for c in children.values()])
     return {

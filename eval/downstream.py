@@ -55,7 +55,9 @@ def as_heads(output) -> dict[str, torch.Tensor]:
         return {str(k): v for k, v in output.items()}
     if isinstance(output, torch.Tensor):
         return {"output": output}
-    raise ValueError(f"cannot compare model outputs of type {type(output).__name__}; expected a tensor or dict of tensors")
+    raise ValueError(
+        f"cannot compare model outputs of type {type(output).__name__}; expected a tensor or dict of tensors"
+    )
 
 
 class DownstreamStats:
@@ -98,7 +100,8 @@ class DownstreamStats:
             for stats in heads.values():
                 for ablation in ("zero", "mean"):
                     ablate = stats.get(f"kl_{ablation}", float("nan"))
-                    stats[f"recovered_vs_{ablation}"] = (ablate - stats["kl_sae"]) / ablate if ablate > 0 else float("nan")
+                    recovered = (ablate - stats["kl_sae"]) / ablate if ablate > 0 else float("nan")
+                    stats[f"recovered_vs_{ablation}"] = recovered
         out = {"kind": self.kind, "n_images": self.n, "heads": heads}
         keys = sorted({k for stats in heads.values() for k in stats})
         out["mean_over_heads"] = {k: sum(s[k] for s in heads.values()) / len(heads) for k in keys}

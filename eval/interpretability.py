@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from visae.eval.auroc import auroc_matrix, best_matches, coverage
-from visae.eval.codes import Codes
+from visae.eval.codes import Codes, sparse_shape
 from visae.eval.labels import purity_and_entropy
 
 
@@ -86,7 +86,9 @@ class FactorMatch:
             factor, _, val = name.partition("=")
             per_factor.setdefault(factor, {})[val] = float(value) if np.isfinite(value) else None
         by_level = {
-            f"coverage_0_9_{lvl}": coverage(self.auc[:, [i for i, l in enumerate(self.level) if l == lvl]], threshold)
+            f"coverage_0_9_{lvl}": coverage(
+                self.auc[:, [i for i, level in enumerate(self.level) if level == lvl]], threshold
+            )
             for lvl in sorted(set(self.level))
         }
         return {
@@ -104,7 +106,7 @@ def image_factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
         if factor in truth.factors:
             blocks.append(auroc_matrix(codes.images, truth.factors[factor].astype(np.int64), len(values)))
             names += [f"{factor}={v}" for v in values]
-    auc = np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.images.shape[1], 0))
+    auc = np.concatenate(blocks, axis=1) if blocks else np.zeros((sparse_shape(codes.images)[1], 0))
     return FactorMatch(auc=auc, value_names=names, level=["image"] * len(names))
 
 
@@ -131,7 +133,7 @@ def factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
         blocks.append(auc)
         names += [f"{factor}={v}" for v in values]
         levels += [level] * len(values)
-    auc = np.concatenate(blocks, axis=1) if blocks else np.zeros((codes.tokens.shape[1], 0))
+    auc = np.concatenate(blocks, axis=1) if blocks else np.zeros((sparse_shape(codes.tokens)[1], 0))
     return FactorMatch(auc=auc, value_names=names, level=levels)
 
 

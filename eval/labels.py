@@ -12,7 +12,10 @@ PURITY_DEFINITION = (
 
 
 def purity_and_entropy(top_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """top_labels [n_latents, k] int (-1 = unknown or padding) -> purity, entropy (bits), majority label (-1 if none)."""
+    """top_labels [n_latents, k] int (-1 = unknown or padding) -> purity, entropy (bits), majority label.
+
+    The majority label is -1 where there is none.
+    """
     top_labels = np.asarray(top_labels)
     n_latents = top_labels.shape[0]
     purity = np.full(n_latents, np.nan)

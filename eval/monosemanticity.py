@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from visae.eval.codes import sparse_shape
+
 MS_DEFINITION = (
     "monosemanticity = Pach et al. 2025 MS: activation-weighted mean pairwise cosine of reference-encoder "
     "embeddings over images, activations min-max scaled per latent; reference encoder = {encoder} (docs/metrics.md)."
@@ -18,9 +20,12 @@ MS_DEFINITION = (
 
 
 def monosemanticity_scores(acts: sp.spmatrix | np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-    """acts [n_images, n_latents] per-image activations, embeddings [n_images, D] -> MS [n_latents] (NaN if undefined)."""
+    """acts [n_images, n_latents] per-image activations, embeddings [n_images, D] -> MS [n_latents].
+
+    NaN where undefined.
+    """
     acts = sp.csc_matrix(acts, dtype=np.float64)
-    n_images = acts.shape[0]
+    n_images = sparse_shape(acts)[0]
     if embeddings.shape[0] != n_images:
         raise ValueError(f"{embeddings.shape[0]} embeddings for {n_images} images; they must match one to one")
     emb = np.asarray(embeddings, dtype=np.float64)

@@ -28,12 +28,17 @@ def add_score_and_rank(features: pd.DataFrame) -> pd.DataFrame:
     """Adds the component columns, `score` and `rank` to a feature table with freq/best_auroc/purity/... columns."""
     out = features.copy()
     nan = pd.Series(np.nan, index=out.index)
-    purity = out.get("purity", nan).fillna(out.get("patch_purity", nan))
+
+    def column(name: str):
+        """A column, or NaN everywhere where the table has none."""
+        return out[name] if name in out else nan
+
+    purity = column("purity").fillna(column("patch_purity"))
     with np.errstate(divide="ignore"):
         sparse = np.clip(-np.log10(out["freq"].to_numpy(dtype=float)) / 2, 0, 1)
-    out["c_auroc"] = np.clip(2 * (out.get("best_auroc", nan) - 0.5), 0, 1)
+    out["c_auroc"] = np.clip(2 * (column("best_auroc") - 0.5), 0, 1)
     out["c_purity"] = purity
-    out["c_mono"] = np.clip(out.get("monosemanticity", nan), 0, 1)
+    out["c_mono"] = np.clip(column("monosemanticity"), 0, 1)
     out["c_sparse"] = sparse
     score = out[list(COMPONENTS)].mean(axis=1, skipna=True)
     support = out["n_images_fired"] if "n_images_fired" in out else pd.Series(MIN_SUPPORT, index=out.index)

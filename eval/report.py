@@ -47,11 +47,11 @@ def figure_data_uri(fig) -> str:
 
 def overlay(thumb: Image.Image, heatmap: np.ndarray, scale: float) -> Image.Image:
     """The thumbnail with the latent's patch activations laid over it (inferno, opacity by activation)."""
-    base = thumb.convert("RGB").resize((TILE, TILE), Image.BICUBIC)
+    base = thumb.convert("RGB").resize((TILE, TILE), Image.Resampling.BICUBIC)
     norm = np.clip(heatmap.astype(np.float32) / scale, 0, 1) if scale > 0 else np.zeros_like(heatmap, np.float32)
     colours = (colormaps["inferno"](norm) * 255).astype(np.uint8)
     colours[..., 3] = (norm * 170).astype(np.uint8)
-    layer = Image.fromarray(colours, "RGBA").resize((TILE, TILE), Image.NEAREST)
+    layer = Image.fromarray(colours, "RGBA").resize((TILE, TILE), Image.Resampling.NEAREST)
     return Image.alpha_composite(base.convert("RGBA"), layer).convert("RGB")
 
 
@@ -80,7 +80,8 @@ def patch_strip(folder: Path, images: np.ndarray, positions: np.ndarray, grid: t
     for image, pos in zip(images[:SHOWN_EXAMPLES], positions[:SHOWN_EXAMPLES]):
         if image < 0:
             continue
-        tile = Image.open(folder / THUMBS_DIR / f"{image}.png").convert("RGB").resize((TILE, TILE), Image.BICUBIC)
+        thumb = Image.open(folder / THUMBS_DIR / f"{image}.png").convert("RGB")
+        tile = thumb.resize((TILE, TILE), Image.Resampling.BICUBIC)
         r, c = divmod(int(pos), cols)
         h, w = TILE / rows, TILE / cols
         ImageDraw.Draw(tile).rectangle([c * w, r * h, (c + 1) * w - 1, (r + 1) * h - 1], outline=(255, 220, 0), width=2)
@@ -146,7 +147,8 @@ def _factors(summary: dict) -> str:
         + ", ".join(f"{html.escape(v)}: {_fmt(a)}" for v, a in values.items()) + "</td></tr>"
         for f, values in per_factor.items()
     )
-    return f"<p>Coverage@0.9 = {_fmt(summary.get('coverage_0_9'))} (best AUROC of any latent per value)</p><table>{rows}</table>"
+    return (f"<p>Coverage@0.9 = {_fmt(summary.get('coverage_0_9'))} (best AUROC of any latent per value)</p>"
+            f"<table>{rows}</table>")
 
 
 def _feature_block(folder: Path, row: dict, top: dict) -> str:
@@ -161,7 +163,8 @@ def _feature_block(folder: Path, row: dict, top: dict) -> str:
             parts.append(f"<div class=muted>{title} (activations {acts})</div><img alt='{title} of feature {j}' "
                          f"src='{png_data_uri(strip)}'>")
     if "top_patch_images" in top and top["top_heatmaps"].shape[2:] != (1, 1):
-        strip = patch_strip(folder, top["top_patch_images"][j], top["top_patch_positions"][j], top["top_heatmaps"].shape[2:])
+        strip = patch_strip(folder, top["top_patch_images"][j], top["top_patch_positions"][j],
+                            top["top_heatmaps"].shape[2:])
         if strip is not None:
             parts.append(f"<div class=muted>top patches (outlined)</div><img alt='top patches of feature {j}' "
                          f"src='{png_data_uri(strip)}'>")
@@ -184,8 +187,10 @@ def build_report(folder: Path, summary: dict, features: pd.DataFrame, top: dict,
     if superposition:
         sup_html = "<h2>Neurons versus features</h2>" + _table(
             [(k, v) for k, v in superposition.items() if not isinstance(v, (dict, list))]
-            + [(f"{basis}: {k}", v) for basis in ("neuron_basis", "sae_basis") for k, v in superposition[basis].items()])
-    defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in summary["metric_definitions"].items())
+            + [(f"{basis}: {k}", v) for basis in ("neuron_basis", "sae_basis")
+               for k, v in superposition[basis].items()])
+    defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
+                   for k, v in summary["metric_definitions"].items())
     title = f"visae eval — {summary['model']} {summary['hook']} ({summary['token_kind']} tokens)"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style></head><body>

@@ -70,7 +70,8 @@ class EvalResults:
         missing = [n for n in (SUMMARY_FILE, FEATURES_FILE, TOP_FILE) if not (root / n).is_file()]
         if missing:
             raise FileNotFoundError(
-                f"no complete evaluation in {root} (missing {', '.join(missing)}); run `visae eval {sae_dir} --store STORE`"
+                f"no complete evaluation in {root} (missing {', '.join(missing)}); "
+                f"run `visae eval {sae_dir} --store STORE`"
             )
         summary = json.loads((root / SUMMARY_FILE).read_text())
         features = pd.read_parquet(root / FEATURES_FILE).set_index("feature", drop=False).sort_index()
@@ -97,7 +98,9 @@ class EvalResults:
     def thumb_path(self, image_index: int) -> Path:
         return self.root / THUMBS_DIR / f"{int(image_index)}.png"
 
-    def ranked(self, by: str = "score", descending: bool = True, limit: int | None = None, offset: int = 0) -> list[dict]:
+    def ranked(
+        self, by: str = "score", descending: bool = True, limit: int | None = None, offset: int = 0
+    ) -> list[dict]:
         """Feature rows sorted by any column (NaN last), as plain JSON-ready dicts."""
         if by not in self.features.columns:
             raise ValueError(f"unknown column {by!r}; sortable columns: {', '.join(self.features.columns)}")

@@ -29,7 +29,9 @@ def load_vocabulary(path: str | None, label_names: list[str] | None) -> list[str
     if path is not None:
         file = Path(path)
         if not file.is_file():
-            raise FileNotFoundError(f"vocabulary file {path} does not exist; give a text file with one concept per line")
+            raise FileNotFoundError(
+                f"vocabulary file {path} does not exist; give a text file with one concept per line"
+            )
         words = [w.strip() for w in file.read_text().splitlines() if w.strip()]
         if not words:
             raise ValueError(f"vocabulary file {path} is empty")
@@ -55,7 +57,8 @@ def text_labels(image_acts: sp.spmatrix, image_embeddings: np.ndarray, text_emb:
     sims = direction @ text_emb.T
     best = sims.argmax(1)
     alive = high > 0
-    return [concepts[b] if a else None for b, a in zip(best, alive)], np.where(alive, sims[np.arange(len(best)), best], np.nan)
+    labels = [concepts[b] if a else None for b, a in zip(best, alive)]
+    return labels, np.where(alive, sims[np.arange(len(best)), best], np.nan)
 
 
 def zero_shot_correct(embeddings: torch.Tensor, class_text_emb: torch.Tensor, labels: torch.Tensor) -> int:

@@ -1,9 +1,9 @@
 """The shared base of every SAE architecture: parameters, input scaling, initialisation from data,
-decoder-norm handling, and saving/loading in SAELens's format (design.md §3).
+decoder-norm handling, and saving/loading in SAELens's format (docs/dictionary-formats.md).
 
-Architectures subclass `SAE`, set `architecture`, and register themselves by doing so;
-`create_sae(cfg)` builds the right one. Training-time inputs are scaled by the scalar
-`input_scale` (E||x|| = sqrt(d_in)); `save` folds it into the weights, so a saved SAE takes raw
+Architectures subclass `SAE`, set `architecture` and declare their `traits`, and register themselves by
+doing so (`sae.registry`); `create_sae(cfg)` builds the right one. Training-time inputs are scaled by
+the scalar `input_scale` (E||x|| = sqrt(d_in)); `save` folds it into the weights, so a saved SAE takes raw
 activations and `input_scale` of a loaded SAE is 1.
 """
 
@@ -21,9 +21,9 @@ from torch import nn
 
 from visae.sae.config import SAEConfig
 from visae.sae.file_format import read_sae_folder, write_sae_folder
+from visae.sae.registry import ArchitectureTraits, architecture_class, register
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
-_REGISTRY: dict[str, type[SAE]] = {}
 
 
 @dataclass
@@ -63,23 +63,17 @@ def create_sae(cfg: SAEConfig) -> SAE:
     return architecture_class(cfg.architecture)(cfg)
 
 
-def architecture_class(name: str) -> type[SAE]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown SAE architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
 class SAE(nn.Module, abc.ABC):
     """A sparse autoencoder x -> z = act(W_enc^T (s x - b_dec) + b_enc) -> x_hat = (W_dec^T z + b_dec) / s."""
 
     architecture: ClassVar[str]
+    traits: ClassVar[ArchitectureTraits]
     unit_norm_decoder: ClassVar[bool] = True
-    needs_calibration: ClassVar[bool] = False  # whether `calibrate` fits anything (BatchTopK's threshold)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "architecture" in cls.__dict__:
-            _REGISTRY[cls.architecture] = cls
+            register(cls)
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -170,8 +164,8 @@ class SAE(nn.Module, abc.ABC):
     # ---- saving and loading ----------------------------------------------------------------------
 
     def export_extra(self) -> _Exported:
-        """The inference form of this SAE in SAELens terms (subclasses add tensors or change architecture)."""
-        return _Exported(self.architecture, {})
+        """The inference form of this SAE in SAELens terms (subclasses add tensors and cfg keys)."""
+        return _Exported(self.traits.saved_as or self.architecture, {})
 
     @torch.no_grad()
     def inference_tensors(self) -> _Exported:
@@ -229,7 +223,7 @@ class SAE(nn.Module, abc.ABC):
     @classmethod
     def from_pretrained(cls, release_or_repo_id: str, sae_id: str, **kwargs) -> SAE:
         """Download (through the Hub cache) and load one SAE of a registry release or `org/name` repo."""
-        from visae.sae.hub import download_sae
+        from visae.sae.hub import download_sae  # the Hub client is imported only when used
 
         return cls.load(download_sae(release_or_repo_id, sae_id, **kwargs))
 

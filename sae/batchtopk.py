@@ -15,6 +15,7 @@ import torch
 from visae.sae.base import SAE, LossOutput, TrainState
 from visae.sae.kernels.sparse_code import SparseCode, sort_keys
 from visae.sae.kernels.sparse_decode import decode_code
+from visae.sae.registry import ArchitectureTraits
 from visae.sae.topk import auxk_loss, fraction_unexplained, mask_live
 
 
@@ -38,7 +39,8 @@ class BatchCode(SparseCode):
 
 class BatchTopKSAE(SAE):
     architecture = "batchtopk"
-    needs_calibration = True
+    traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
+                                needs_calibration=True, saved_as="jumprelu", extra_tensors=("threshold",))
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -50,7 +52,6 @@ class BatchTopKSAE(SAE):
 
     def export_extra(self):
         exported = super().export_extra()
-        exported.architecture = "jumprelu"
         exported.tensors = {"threshold": self.threshold.clamp_min(0).expand(self.cfg.d_sae).clone()}
         return exported
 

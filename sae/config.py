@@ -1,16 +1,16 @@
 """The configuration of one sparse autoencoder, shared by every architecture.
 
-Loads from YAML with command-line overrides through omegaconf (see `SAEConfig.from_yaml`)."""
+Loads from YAML with command-line overrides through the shared `core.config.load_typed_config` (see
+`SAEConfig.from_yaml`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from omegaconf import OmegaConf
+from visae.core.config import load_typed_config
+from visae.sae.registry import architecture_traits
 
-ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
-TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
 NORMALIZATIONS = ("none", "expected_average_only_in")
 B_DEC_INITS = ("mean", "geometric_median")
 
@@ -50,11 +50,10 @@ class SAEConfig:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown SAE architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+        traits = architecture_traits(self.architecture)  # refuses an unknown name, listing the registered ones
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
-        if self.architecture in TOPK_FAMILY and not 0 < self.k <= self.d_sae:
+        if traits.uses_k and not 0 < self.k <= self.d_sae:
             raise ValueError(f"k must be in 1..d_sae={self.d_sae} for {self.architecture}, got {self.k}")
         if self.normalize_activations not in NORMALIZATIONS:
             raise ValueError(
@@ -82,8 +81,4 @@ class SAEConfig:
     @classmethod
     def from_yaml(cls, path: str | None = None, overrides: list[str] | None = None) -> SAEConfig:
         """Defaults, then a YAML file, then `key=value` overrides."""
-        merged = OmegaConf.structured(cls)
-        if path is not None:
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
-        return OmegaConf.to_object(merged)
+        return load_typed_config(cls, path, list(overrides or []))

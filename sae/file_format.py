@@ -1,4 +1,4 @@
-"""Reading and writing one SAE folder in SAELens's format (design.md §3), with validation.
+"""Reading and writing one SAE folder in SAELens's format (docs/dictionary-formats.md), with validation.
 
 A folder holds `cfg.json`, `sae_weights.safetensors` and optionally `sparsity.safetensors`
 (key `sparsity`: log10 firing frequency, [d_sae]). Writes go to a temporary sibling folder that
@@ -9,9 +9,6 @@ Pickles are refused outright: they can run code when loaded.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +16,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from visae.core.atomic import atomic_folder
+from visae.sae.registry import architecture_names, architecture_traits
+
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 SPARSITY_FILE = "sparsity.safetensors"
-FILE_ARCHITECTURES = ("standard", "topk", "jumprelu", "batchtopk", "matryoshka_batchtopk")
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
-_THRESHOLD_ARCHITECTURES = ("jumprelu", "batchtopk", "matryoshka_batchtopk")
 
 
 def expected_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Tensor keys and shapes a folder with this cfg.json must hold."""
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    if cfg["architecture"] in _THRESHOLD_ARCHITECTURES:
-        shapes["threshold"] = (d_sae,)
+    shapes.update((name, (d_sae,)) for name in architecture_traits(cfg["architecture"]).extra_tensors)
     return shapes
 
 
@@ -44,29 +41,14 @@ def write_sae_folder(
     check_tensors(cfg, tensors, source=str(path))
     dtype = _torch_dtype(cfg.get("dtype", "float32"), source=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         save_file({k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}, tmp / WEIGHTS_FILE)
         if sparsity is not None:
             if tuple(sparsity.shape) != (int(cfg["d_sae"]),):
                 raise ValueError(f"sparsity must have shape [d_sae={cfg['d_sae']}], got {list(sparsity.shape)}")
             save_file({"sparsity": sparsity.detach().to("cpu", torch.float32).contiguous()}, tmp / SPARSITY_FILE)
         (tmp / CFG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True))
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / target.name)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def read_sae_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -102,9 +84,9 @@ def read_cfg(path: Path) -> dict[str, Any]:
     missing = [k for k in ("architecture", "d_in", "d_sae") if k not in cfg]
     if missing:
         raise ValueError(f"{file} lacks {', '.join(missing)}; it must name the architecture, d_in and d_sae")
-    if cfg["architecture"] not in FILE_ARCHITECTURES:
+    if cfg["architecture"] not in architecture_names():
         raise ValueError(
-            f"{file}: unknown architecture {cfg['architecture']!r}; visae loads {', '.join(FILE_ARCHITECTURES)}"
+            f"{file}: unknown architecture {cfg['architecture']!r}; visae loads {', '.join(architecture_names())}"
         )
     if cfg.get("normalize_activations", "none") not in ("none", None, False):
         raise ValueError(

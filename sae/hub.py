@@ -1,4 +1,4 @@
-"""Publishing SAE folders to the Hugging Face Hub and downloading them again (design.md §4).
+"""Publishing SAE folders to the Hugging Face Hub and downloading them again (docs/dictionary-formats.md).
 
 A visae repo holds one folder per SAE id (e.g. `blocks.9.resid_post/topk-k32-x16/`), a README.md model
 card and `visae_manifest.json` with each SAE's figures and every file's sha256; all go up in one
@@ -19,12 +19,13 @@ from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
+from visae.core.file_hash import file_sha256
 from visae.sae.converters import convert_prisma, convert_saev
 from visae.sae.converters.hooks import saev_hook
-from visae.sae.converters.safe_load import sha256_of
 from visae.sae.file_format import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sae_folder
 from visae.sae.model_card import render_model_card
 from visae.sae.pretrained import PretrainedSAE, resolve
+from visae.sae.registry import architecture_traits
 
 MANIFEST_FILE = "visae_manifest.json"
 MANIFEST_FORMAT = "visae-hub-manifest/1"
@@ -41,7 +42,7 @@ def default_sae_id(cfg: dict[str, Any]) -> str:
     d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
     width = f"x{d_sae // d_in}" if d_sae % d_in == 0 else f"n{d_sae}"
     k = (meta.get("visae_training_config") or {}).get("k", cfg.get("k"))
-    name = f"{trained}-k{k}-{width}" if trained in ("topk", "batchtopk", "matryoshka_batchtopk") and k else f"{trained}-{width}"
+    name = f"{trained}-k{k}-{width}" if k and architecture_traits(trained).uses_k else f"{trained}-{width}"
     return f"{meta.get('hook_name') or 'sae'}/{name}"
 
 
@@ -52,7 +53,7 @@ def manifest_entry(folder: Path, sae_id: str) -> dict[str, Any]:
     summary_file = folder / "eval" / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     figure = lambda key: meta.get(key, summary.get(key))  # noqa: E731
-    files = {name: {"sha256": sha256_of(folder / name), "size": (folder / name).stat().st_size}
+    files = {name: {"sha256": file_sha256(folder / name), "size": (folder / name).stat().st_size}
              for name in SAE_FILES if (folder / name).is_file()}
     return {
         "path": sae_id,
@@ -139,7 +140,7 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, token: str | No
 
 
 def verify_checksum(path: Path, expected: str, what: str) -> None:
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != expected:
         raise ValueError(
             f"checksum mismatch for {what}: the manifest says sha256 {expected} but the file has {actual}; "
@@ -171,7 +172,7 @@ def download_visae(ref: PretrainedSAE, revision: str | None = None, token: str |
 
 def converted_folder(source: Path) -> Path:
     """Where the visae conversion of a foreign checkpoint is kept (keyed by the source's sha256)."""
-    return Path(hf_constants.HF_HUB_CACHE).parent / "visae-converted" / sha256_of(source)[:32]
+    return Path(hf_constants.HF_HUB_CACHE).parent / "visae-converted" / file_sha256(source)[:32]
 
 
 def _saev_manifest_entry(ref: PretrainedSAE, revision: str | None, token: str | None) -> dict[str, Any]:

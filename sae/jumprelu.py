@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from visae.sae.base import SAE, LossOutput, TrainState
+from visae.sae.registry import ArchitectureTraits
 from visae.sae.standard import squared_error
 
 
@@ -60,6 +61,8 @@ class StepFunction(torch.autograd.Function):
 
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
+    traits = ArchitectureTraits(sparsity="l0_coeff", base_lr=2e-4, lr_scales_with_d_in=False, sparsity_warmup=0.05,
+                                adam_betas=(0.0, 0.999), extra_tensors=("threshold",))
 
     def __init__(self, cfg):
         super().__init__(cfg)

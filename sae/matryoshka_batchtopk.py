@@ -9,11 +9,14 @@ from __future__ import annotations
 import torch
 
 from visae.sae.batchtopk import BatchCode, BatchTopKSAE
+from visae.sae.registry import ArchitectureTraits
 from visae.sae.topk import fraction_unexplained
 
 
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     architecture = "matryoshka_batchtopk"
+    traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
+                                needs_calibration=True, saved_as="jumprelu", extra_tensors=("threshold",))
 
     def reconstruction_parts(self, target: torch.Tensor, code: BatchCode) -> tuple[dict, torch.Tensor]:
         parts = {}

@@ -8,7 +8,7 @@ import yaml
 
 FVU_NOTE = (
     "FVU = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 with the per-dimension mean over the evaluation tokens "
-    "(visae design §5); L0 = mean active latents per token; dead = fired on none of the evaluation tokens."
+    "(visae docs/metrics.md); L0 = mean active latents per token; dead = fired on none of the evaluation tokens."
 )
 
 

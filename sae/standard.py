@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from visae.sae.base import SAE, LossOutput, TrainState
+from visae.sae.registry import ArchitectureTraits
 
 
 def squared_error(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -19,6 +20,7 @@ def squared_error(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 class StandardSAE(SAE):
     architecture = "standard"
+    traits = ArchitectureTraits(sparsity="l1_coeff", base_lr=5e-5, lr_scales_with_d_in=False, sparsity_warmup=0.05)
     unit_norm_decoder = False
 
     def decoder_init_norm(self) -> float:

@@ -17,6 +17,7 @@ from visae.sae.kernels.sparse_code import SparseCode
 from visae.sae.kernels.sparse_decode import decode_code, decode_topk
 from visae.sae.kernels.sparse_encode import gather_pre_acts
 from visae.sae.kernels.topk_select import topk_indices
+from visae.sae.registry import ArchitectureTraits
 
 
 def fraction_unexplained(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,7 @@ class TopKSAE(SAE):
     """Keep the k largest pre-activations per token (then ReLU); unit-norm decoder rows."""
 
     architecture = "topk"
+    traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0)
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values [B, k], indices [B, k]) of the code of raw inputs x [B, d_in]."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from visae.core.devices import autocast_dtype
-from visae.sae import SAEConfig
+from visae.sae import SAEConfig, architecture_traits
 from visae.training.config import TrainConfig
 from visae.training.dead_latents import dead_after_tokens
 from visae.training.schedule import warmup_decay
@@ -13,8 +13,9 @@ from visae.training.trainer import SAETrainer
 def sae_config(cfg: TrainConfig, d_in: int, metadata: dict) -> SAEConfig:
     """The SAEConfig of a resolved TrainConfig: architecture, width, k, sparsity coefficient, extras."""
     params = dict(cfg.sae_params)
-    if cfg.sparsity_coefficient is not None:
-        params["l1_coeff" if cfg.architecture == "standard" else "l0_coeff"] = cfg.sparsity_coefficient
+    traits = architecture_traits(cfg.architecture)
+    if cfg.sparsity_coefficient is not None and not traits.uses_k:
+        params[traits.sparsity] = cfg.sparsity_coefficient
     try:
         return SAEConfig(architecture=cfg.architecture, d_in=d_in, d_sae=cfg.d_sae, k=cfg.k,
                          normalize_activations="expected_average_only_in", metadata=metadata, **params)

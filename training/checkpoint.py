@@ -1,4 +1,4 @@
-"""Atomic training checkpoints: write to a temporary name, then `os.replace`.
+"""Atomic training checkpoints: written to a temporary name, then renamed into place (`core.atomic`).
 
 A checkpoint holds everything that decides the next update: the SAE(s), optimizers, schedulers,
 dead-latent counters, step counters, every rank's RNG states and loader state. Resuming from one
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from visae.core import distributed
+from visae.core.atomic import atomic_path, write_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 RANK_CHECKPOINTS = "checkpoint"  # folder of per-rank checkpoints (sharded sweeps)
@@ -33,12 +34,11 @@ def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> Path:
 
 
 def _save_atomic(state: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    """Flushed to disk before the rename, so that a power cut cannot leave the new name on unwritten data."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def has_rank_checkpoint(run_dir: str | os.PathLike) -> bool:
@@ -57,10 +57,7 @@ def save_rank_checkpoint(run_dir: str | os.PathLike, step: int, state: dict) -> 
     _save_atomic(state, folder / _rank_file(step, distributed.rank()))
     distributed.barrier()
     if distributed.is_main():
-        latest = folder / LATEST_FILE
-        tmp = latest.with_name(f".{LATEST_FILE}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"step": step, "world_size": distributed.world_size()}))
-        os.replace(tmp, latest)
+        write_atomic(folder / LATEST_FILE, json.dumps({"step": step, "world_size": distributed.world_size()}))
         keep = {_rank_file(step, r) for r in range(distributed.world_size())} | {LATEST_FILE}
         for path in folder.iterdir():
             if path.name not in keep:

@@ -10,11 +10,12 @@ from dataclasses import asdict
 import torch
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
+from visae.core.reconstruction import ReconstructionStats
 from visae.training.config import TrainConfig
 from visae.training.data import BatchStream
-from visae.training.metrics import ReconstructionSummary
 
 CALIBRATION_BATCHES = 8  # batches that fit inference statistics (BatchTopK's threshold) after training
+SUMMARY_FIGURES = ("fvu", "mse", "l0", "dead_fraction", "dense_fraction_10")  # what a run records of its evaluation
 
 
 def calibrate(trainers, batches: Iterator[torch.Tensor]) -> None:
@@ -32,7 +33,7 @@ def training_metadata(cfg: TrainConfig, total_steps: int, summary: dict) -> dict
 
 @torch.no_grad()
 def evaluate_summary(sae, cfg: TrainConfig, store, device: torch.device, seed: int) -> tuple[dict, torch.Tensor]:
-    """FVU, L0 and dead fraction (design.md §5) on `cfg.eval_tokens` tokens drawn with another seed.
+    """FVU, L0 and dead fraction (docs/metrics.md) on `cfg.eval_tokens` tokens drawn with another seed.
 
     The tokens come from the same store (not a held-out split); with a budget under one epoch many are
     unseen. Under torchrun every rank streams its share and the sums are all-reduced.
@@ -53,22 +54,28 @@ def evaluate_many(saes: list, cfg: TrainConfig, store, device: torch.device, see
     shares = [distributed.share(batch, world, r) for r in range(world)]
     loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[distributed.rank()], seed=seed)
     stream = BatchStream(loader, device)
-    summaries = [ReconstructionSummary(store.d(cfg.hook), sae.cfg.d_sae) for sae in saes]
+    all_stats = [ReconstructionStats(store.d(cfg.hook), sae.cfg.d_sae, device) for sae in saes]
     for sae in saes:
         sae.eval()
     for _ in range(max(1, math.ceil(cfg.eval_tokens / batch))):
         x = next(stream)
         if gather:
             x = distributed.all_gather_rows(x, shares)
-        for sae, summary in zip(saes, summaries):
+        for sae, stats in zip(saes, all_stats):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
                 z = sae.encode(x)
                 x_hat = sae.decode(z)
-            summary.update(x, x_hat, z)
+            stats.update(x, x_hat, z)
     stream.close()
     out = []
-    for summary in summaries:
+    for stats in all_stats:
         if not gather:
-            summary.all_reduce()
-        out.append((summary.result(), summary.freq()))
+            stats.all_reduce()
+        out.append((run_summary(stats), stats.freq()))
     return out
+
+
+def run_summary(stats: ReconstructionStats) -> dict:
+    """The figures a run records (metadata, sweep results, logs) of its closing evaluation."""
+    result = stats.result()
+    return {**{name: result[name] for name in SUMMARY_FIGURES}, "n_eval_tokens": stats.n}

@@ -1,6 +1,6 @@
 """Typed training configuration, loaded from YAML with `key=value` overrides (omegaconf).
 
-Fields left at `None` take the recipe defaults of design.md §6 for the chosen architecture; see
+Fields left at `None` take the recipe defaults of docs/training-recipe.md for the chosen architecture; see
 `resolve_defaults`.
 """
 
@@ -14,23 +14,19 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from visae.core.config import load_typed_config
+from visae.sae import architecture_names, architecture_traits
 
-ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk")
 DTYPES = ("float32", "bfloat16")
 WANDB_MODES = ("offline", "online", "disabled")
 
-# Base learning rate at 2^14 latents; the LR scales as (2^14 / d_sae) ** 0.5 (design.md §6).
-BASE_LR = {"standard": 5e-5, "jumprelu": 2e-4, "topk": 2e-4, "batchtopk": 2e-4, "matryoshka_batchtopk": 2e-4}
+# Each architecture's base learning rate (its traits' `base_lr`) is for 2^14 latents; the LR scales as
+# (2^14 / d_sae) ** 0.5 (docs/training-recipe.md).
 BASE_WIDTH = 2**14
-# The TopK family's base LR is for d_in = 768. Its decoder rows have unit norm, so their entries are about
-# 1/sqrt(d_in) and an Adam step of a given size moves a row by about lr * sqrt(d_in): the LR scales as
-# (768 / d_in) ** 0.5 to keep that relative step. On the toy model (d_in = 96) this took the 4M-token FVU
-# from 0.047 to 0.024 (the peers: 0.030 at their defaults), with 0.1% dead.
+# The TopK family's base LR is for d_in = 768 (traits' `lr_scales_with_d_in`). Its decoder rows have unit
+# norm, so their entries are about 1/sqrt(d_in) and an Adam step of a given size moves a row by about
+# lr * sqrt(d_in): the LR scales as (768 / d_in) ** 0.5 to keep that relative step. On the toy model
+# (d_in = 96) this took the 4M-token FVU from 0.047 to 0.024 (the peers: 0.030 at their defaults), with 0.1% dead.
 UNIT_NORM_BASE_D_IN = 768
-UNIT_NORM_ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk")
-# Share of the run over which the sparsity coefficient ramps up from 0 (only penalty-based architectures).
-SPARSITY_WARMUP = {"standard": 0.05, "jumprelu": 0.05, "topk": 0.0, "batchtopk": 0.0, "matryoshka_batchtopk": 0.0}
-ADAM_BETAS = {"jumprelu": (0.0, 0.999)}
 
 
 @dataclass
@@ -38,41 +34,42 @@ class TrainConfig:
     """Everything one SAE training run needs. `None` means "recipe default" (see `resolve_defaults`)."""
 
     # data
-    store: str = MISSING  # path or s3:// URL of an activation store
-    hook: str = MISSING  # hook point inside the store, e.g. blocks.-2.resid_post
-    tokens: str = "all"  # token kind: all, cls, registers, patches
+    store: str = MISSING  # path or s3:// URL of the activation store to train on
+    hook: str = MISSING  # hook point inside the store, e.g. blocks.-2.resid_post (negative blocks count from the end)
+    tokens: str = "all"  # which tokens to train on: all, cls, registers or patches
     # dictionary
-    architecture: str = "topk"
-    expansion_factor: float = 16.0
-    d_sae: int | None = None  # absolute width; overrides expansion_factor
-    k: int = 32  # TopK family
+    architecture: str = "topk"  # SAE architecture: topk, batchtopk, matryoshka_batchtopk, jumprelu or standard
+    expansion_factor: float = 16.0  # width in latents as a multiple of the input dimension d_in
+    d_sae: int | None = None  # width as an absolute number of latents; overrides expansion_factor
+    k: int = 32  # active latents per token (TopK family)
     sparsity_coefficient: float | None = None  # L1 (standard) or L0 (jumprelu) coefficient; None = SAE default
-    sae_params: dict[str, Any] = field(default_factory=dict)  # further SAEConfig fields (aux coefficients, ...)
+    sae_params: dict[str, Any] = field(default_factory=dict)  # further SAEConfig fields, e.g. {k_aux: 512}
     # budget and optimisation
-    total_tokens: int = 50_000_000
-    batch_size: int = 4096
-    lr: float | None = None  # None = default_lr: BASE_LR[architecture] * (2^14 / d_sae) ** 0.5 (* (768 / d_in) ** 0.5)
-    lr_warmup_steps: int = 1000
+    total_tokens: int = 50_000_000  # training budget in tokens (4e6 and the like are whole numbers)
+    batch_size: int = 4096  # tokens per optimizer step
+    lr: float | None = None  # learning rate; None = the recipe's LR for the architecture and width
+    lr_warmup_steps: int = 1000  # steps of linear LR warm-up from 0
     lr_warmup_max_fraction: float = 0.05  # short runs warm up over at most this share of their steps
     lr_decay_fraction: float = 0.2  # linear decay to 0 over the final share of steps
-    sparsity_warmup_fraction: float | None = None  # None = SPARSITY_WARMUP[architecture]
-    adam_betas: list[float] | None = None  # None = ADAM_BETAS.get(architecture, (0.9, 0.999))
+    sparsity_warmup_fraction: float | None = None
+    """share of the run over which the sparsity coefficient ramps up from 0; None = the architecture's default"""
+    adam_betas: list[float] | None = None  # Adam's beta1 and beta2, e.g. 0.9 0.999; None = the architecture's default
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    dead_after_tokens: int = 10_000_000  # a latent is dead after this many tokens without firing ...
-    dead_max_fraction: float = 0.1  # ... or this share of the budget, whichever is smaller
-    seed: int = 0
+    dead_after_tokens: int = 10_000_000  # tokens without firing after which a latent is dead (see dead_max_fraction)
+    dead_max_fraction: float = 0.1  # ... or this share of total_tokens, whichever is smaller
+    seed: int = 0  # seed of the initialisation and of the data order
     # runtime
-    device: str = "auto"  # auto, cpu, cuda, cuda:1, ...
+    device: str = "auto"  # torch device: auto (this rank's GPU if one is visible, else cpu), cpu, cuda, cuda:1, ...
     dtype: str = "float32"  # float32, or bfloat16 autocast (GPU, or a CPU with AMX/AVX512-BF16)
     # bookkeeping
-    out_dir: str = "runs"
-    run_name: str | None = None  # None = derived from hook, architecture, k and width
-    log_every_steps: int = 50
-    eval_every_steps: int = 500  # inference-mode FVU/L0 on the next (unseen) batch
-    checkpoint_every_steps: int = 500
-    eval_tokens: int = 2**18  # tokens for the closing summary (FVU, L0, dead fraction) in the metadata
-    wandb_mode: str = "offline"  # offline, online, disabled; the WANDB_MODE environment variable wins
-    wandb_project: str = "visae"
+    out_dir: str = "runs"  # folder that receives the run folder
+    run_name: str | None = None  # name of the run folder; None = derived from the settings
+    log_every_steps: int = 50  # log the training metrics every this many steps
+    eval_every_steps: int = 500  # log inference-mode FVU and L0 on the next (unseen) batch every this many steps
+    checkpoint_every_steps: int = 500  # save a checkpoint (what --resume continues from) every this many steps
+    eval_tokens: int = 2**18  # tokens for the closing summary (FVU, L0, dead fraction) saved in the metadata
+    wandb_mode: str = "offline"  # Weights & Biases: offline, online or disabled; the WANDB_MODE variable wins
+    wandb_project: str = "visae"  # Weights & Biases project
 
     @property
     def run_dir(self) -> Path:
@@ -81,8 +78,14 @@ class TrainConfig:
 
 def default_run_name(cfg: TrainConfig) -> str:
     width = f"n{cfg.d_sae}" if cfg.d_sae else f"x{cfg.expansion_factor:g}"
-    sparsity = f"k{cfg.k}" if "topk" in cfg.architecture else f"c{cfg.sparsity_coefficient or 'default'}"
-    return f"{cfg.hook}-{cfg.tokens}-{cfg.architecture}-{sparsity}-{width}"
+    return f"{cfg.hook}-{cfg.tokens}-{cfg.architecture}-{sparsity_label(cfg)}-{width}"
+
+
+def sparsity_label(cfg: TrainConfig) -> str:
+    """`k<k>` for architectures whose sparsity is set by k, else `c<coefficient>` (run and sweep member names)."""
+    if architecture_traits(cfg.architecture).uses_k:
+        return f"k{cfg.k}"
+    return f"c{cfg.sparsity_coefficient or 'default'}"
 
 
 def width(cfg: TrainConfig, d_in: int) -> int:
@@ -92,8 +95,9 @@ def width(cfg: TrainConfig, d_in: int) -> int:
 
 def default_lr(architecture: str, d_sae: int, d_in: int) -> float:
     """The recipe LR: 1/sqrt(width) from the anchors, and for the TopK family 1/sqrt(d_in) around 768."""
-    lr = BASE_LR[architecture] * math.sqrt(BASE_WIDTH / d_sae)
-    if architecture in UNIT_NORM_ARCHITECTURES:
+    traits = architecture_traits(architecture)
+    lr = traits.base_lr * math.sqrt(BASE_WIDTH / d_sae)
+    if traits.lr_scales_with_d_in:
         lr *= math.sqrt(UNIT_NORM_BASE_D_IN / d_in)
     return lr
 
@@ -103,7 +107,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from visae.activation_store.layout import check_token_kind
 
     check_token_kind(cfg.tokens)
-    _choice("architecture", cfg.architecture, ARCHITECTURES)
+    _choice("architecture", cfg.architecture, architecture_names())
     _choice("dtype", cfg.dtype, DTYPES)
     _choice("wandb_mode", cfg.wandb_mode, WANDB_MODES)
     positive = {"total_tokens": cfg.total_tokens, "batch_size": cfg.batch_size, "k": cfg.k,
@@ -126,13 +130,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def resolve_defaults(cfg: TrainConfig, d_in: int) -> TrainConfig:
     """A copy with every `None` recipe field filled in for this architecture and input width."""
     d_sae = width(cfg, d_in)
+    traits = architecture_traits(cfg.architecture)
     return replace(
         cfg,
         d_sae=d_sae,
         lr=cfg.lr if cfg.lr is not None else default_lr(cfg.architecture, d_sae, d_in),
         sparsity_warmup_fraction=(cfg.sparsity_warmup_fraction if cfg.sparsity_warmup_fraction is not None
-                                  else SPARSITY_WARMUP[cfg.architecture]),
-        adam_betas=list(cfg.adam_betas if cfg.adam_betas is not None else ADAM_BETAS.get(cfg.architecture, (0.9, 0.999))),
+                                  else traits.sparsity_warmup),
+        adam_betas=list(cfg.adam_betas if cfg.adam_betas is not None else traits.adam_betas),
         run_name=cfg.run_name or default_run_name(cfg),
     )
 

@@ -28,7 +28,7 @@ def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:
 
 
 def mean_norm(loader: ActivationLoader) -> float:
-    """E‖x‖ over the store (cached in it); the SAE scales its inputs by √d / E‖x‖ (design.md §6)."""
+    """E‖x‖ over the store (cached in it); the SAE scales its inputs by √d / E‖x‖ (docs/training-recipe.md)."""
     norm = loader.stats()["mean_norm"]
     if not norm > 0:
         raise ValueError(f"the activations of {loader.hook} in {loader.store.path} are all zero; nothing to learn")

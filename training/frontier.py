@@ -7,6 +7,8 @@ from pathlib import Path
 
 import matplotlib
 
+from visae.core.atomic import atomic_path
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
@@ -39,8 +41,7 @@ def plot_frontier(rows: list[dict], path: str | os.PathLike) -> Path:
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip("."))  # the temporary name's suffix names no format
     plt.close(fig)
-    os.replace(tmp, path)
     return path

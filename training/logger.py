@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from visae.core.atomic import write_atomic
+
 LOG_FILE = "train_log.jsonl"
 
 
@@ -66,9 +68,7 @@ class RunLogger:
         if not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if _step_of(line) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(line + "\n" for line in kept))
 
 
 def _step_of(line: str) -> float:
@@ -83,9 +83,7 @@ def _wandb_id(run_dir: Path) -> str:
     """A stable wandb run id per run folder, so a resumed run continues the same wandb run."""
     id_file = Path(run_dir) / "wandb_id.txt"
     if not id_file.exists():
-        tmp = id_file.with_suffix(".tmp")
-        tmp.write_text(secrets.token_hex(6))
-        os.replace(tmp, id_file)
+        write_atomic(id_file, secrets.token_hex(6))
     return id_file.read_text().strip()
 
 

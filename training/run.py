@@ -87,7 +87,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
             _checkpoint(run_dir, trainer, loader, done, cfg, store.fingerprint)
     bar.close()
-    if sae.needs_calibration:
+    if sae.traits.needs_calibration:
         calibrate([trainer], stream)
     stream.close()
     trainer.sync_buffers()
@@ -105,7 +105,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
 def resume(run_dir: str | os.PathLike, overrides: list[str] = (), config_path: str | None = None) -> Path:
     """Continue the run in `run_dir` from its checkpoint, refusing any change of config or store."""
-    saved, location = saved_run_config(run_dir, "training run", "visae train CONFIG.yaml")
+    saved, location = saved_run_config(run_dir, "training run", "visae train --config CONFIG.yaml")
     return train(load_config(config_path or saved, [*overrides, *location]), resume=True)
 
 

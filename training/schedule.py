@@ -1,4 +1,4 @@
-"""Learning-rate and sparsity-coefficient schedules (design.md §6)."""
+"""Learning-rate and sparsity-coefficient schedules (docs/training-recipe.md)."""
 
 from __future__ import annotations
 

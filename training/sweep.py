@@ -24,8 +24,7 @@ from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
 from visae.core.config import load_typed_config
 from visae.core.devices import resolve_device
-from visae.sae import create_sae
-from visae.sae.base import architecture_class
+from visae.sae import architecture_traits, create_sae
 from visae.training.build import build_trainer, sae_config, store_metadata
 from visae.training.checkpoint import (
     has_rank_checkpoint,
@@ -36,7 +35,7 @@ from visae.training.checkpoint import (
     set_rng_state,
 )
 from visae.training.closing_eval import calibrate, evaluate_many, training_metadata
-from visae.training.config import TrainConfig, resolve_defaults, validate
+from visae.training.config import TrainConfig, resolve_defaults, sparsity_label, validate
 from visae.training.data import BatchStream, mean_norm, open_store
 from visae.training.logger import RunLogger
 from visae.training.metrics import log10_freq
@@ -44,30 +43,29 @@ from visae.training.run_dir import check_same_run, create_run_dir, saved_run_con
 from visae.training.sweep_results import RESULTS_FILE, result_row, write_results
 from visae.training.trainer import SAETrainer
 
-TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
-
 
 @dataclass
 class SweepGrid:
-    """Values to cross. `k` applies to the TopK family, `sparsity_coefficient` to standard/jumprelu."""
+    """Values to cross. `k` applies to architectures whose sparsity is set by k (the TopK family),
+    `sparsity_coefficient` to the others (standard, jumprelu): see `sae.ArchitectureTraits`."""
 
-    architecture: list[str] = field(default_factory=lambda: ["topk"])
-    k: list[int] = field(default_factory=lambda: [32])
-    sparsity_coefficient: list[float | None] = field(default_factory=lambda: [None])
-    expansion_factor: list[float] = field(default_factory=lambda: [16.0])
+    architecture: list[str] = field(default_factory=lambda: ["topk"])  # architectures, e.g. topk batchtopk jumprelu
+    k: list[int] = field(default_factory=lambda: [32])  # active latents per token (TopK family), e.g. 16 32 64
+    sparsity_coefficient: list[float | None] = field(default_factory=lambda: [None])  # standard/jumprelu coefficients
+    expansion_factor: list[float] = field(default_factory=lambda: [16.0])  # widths as multiples of d_in, e.g. 8 16 32
     d_sae: list[int] = field(default_factory=list)  # absolute widths; when given, replaces expansion_factor
-    lr: list[float | None] = field(default_factory=lambda: [None])
+    lr: list[float | None] = field(default_factory=lambda: [None])  # learning rates; None = the recipe LR of each SAE
 
 
 @dataclass
 class SweepConfig(TrainConfig):
     """A TrainConfig (shared settings: store, hook, budget, batch, ...) plus the grid to cross."""
 
-    grid: SweepGrid = field(default_factory=SweepGrid)
+    grid: SweepGrid = field(default_factory=SweepGrid)  # the values to cross
     # SAEs stepped at once on a rank (threads; torch releases the GIL inside its kernels). On a CPU
     # already running every op on all cores this only helped when other jobs kept cores busy, so the
     # default steps them in turn.
-    member_threads: int = 1
+    member_threads: int = 1  # SAEs stepped at once on a rank, in threads (1: one after the other)
 
     @property
     def run_dir(self) -> Path:
@@ -86,7 +84,7 @@ def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:
     members, seen = [], set()
     for arch, k, coeff, (width_field, width), lr in itertools.product(
             g.architecture, g.k, g.sparsity_coefficient, widths, g.lr):
-        topk = arch in TOPK_FAMILY
+        topk = architecture_traits(arch).uses_k
         member = replace(base, architecture=arch, k=k if topk else base.k, sparsity_coefficient=None if topk else coeff,
                          lr=lr, **{width_field: width})
         member = replace(member, run_name=member_name(member))
@@ -97,10 +95,9 @@ def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:
 
 
 def member_name(cfg: TrainConfig) -> str:
-    sparsity = f"k{cfg.k}" if cfg.architecture in TOPK_FAMILY else f"c{cfg.sparsity_coefficient or 'default'}"
     width = f"n{cfg.d_sae}" if cfg.d_sae else f"x{cfg.expansion_factor:g}"
     lr = f"-lr{cfg.lr:g}" if cfg.lr is not None else ""
-    return f"{cfg.architecture}-{sparsity}-{width}{lr}"
+    return f"{cfg.architecture}-{sparsity_label(cfg)}-{width}{lr}"
 
 
 def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
@@ -161,7 +158,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
                 "loader": loader.state_dict(), "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
     bar.close()
     # Decided over the whole grid, not this rank's share: every rank joins the batches' all-gather.
-    if any(architecture_class(m.architecture).needs_calibration for m in members):
+    if any(architecture_traits(m.architecture).needs_calibration for m in members):
         calibrate(trainers.values(), (distributed.all_gather_rows(x, shares) for x in stream))
     stream.close()
     if pool is not None:
@@ -185,7 +182,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
 
 def resume_sweep(sweep_dir: str | os.PathLike, overrides: list[str] = ()) -> Path:
     """Continue the sweep in `sweep_dir` from its last checkpoint, refusing any change of config or store."""
-    saved, location = saved_run_config(sweep_dir, "sweep", "visae sweep SWEEP.yaml")
+    saved, location = saved_run_config(sweep_dir, "sweep", "visae sweep --config SWEEP.yaml")
     return sweep(load_sweep_config(saved, [*overrides, *location]), resume=True)
 
 

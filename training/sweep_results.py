@@ -6,30 +6,30 @@ import csv
 import os
 from pathlib import Path
 
+from visae.core.atomic import atomic_path
+from visae.sae import architecture_traits
 from visae.training.config import TrainConfig
 from visae.training.frontier import plot_frontier
 
 RESULTS_FILE = "results.csv"
 FRONTIER_FILE = "frontier.png"
-TOPK_FAMILY = ("topk", "batchtopk", "matryoshka_batchtopk")
 
 
 def result_row(member: TrainConfig, summary: dict) -> dict:
     return {"name": member.run_name, "architecture": member.architecture,
-            "k": member.k if member.architecture in TOPK_FAMILY else "",
+            "k": member.k if architecture_traits(member.architecture).uses_k else "",
             "sparsity_coefficient": "" if member.sparsity_coefficient is None else member.sparsity_coefficient,
             "d_sae": member.d_sae, "lr": member.lr, **summary}
 
 
 def write_results(sweep_dir: Path, rows: list[dict]) -> None:
     """results.csv (one row per SAE) and frontier.png, both written atomically."""
-    tmp = sweep_dir / f".{RESULTS_FILE}.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    plot_frontier(rows, sweep_dir / FRONTIER_FILE)
-    os.replace(tmp, sweep_dir / RESULTS_FILE)
+    with atomic_path(sweep_dir / RESULTS_FILE) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        plot_frontier(rows, sweep_dir / FRONTIER_FILE)
 
 
 def read_results(sweep_dir: str | os.PathLike) -> list[dict]:

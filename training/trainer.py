@@ -11,9 +11,10 @@ from collections.abc import Iterable
 
 import torch
 from visae.core import distributed
+from visae.core.reconstruction import ReconstructionStats
 from visae.sae import SAE, TrainState
 from visae.training.dead_latents import DeadLatentTracker
-from visae.training.metrics import ReconstructionSummary, StepMetrics, batch_fvu_parts
+from visae.training.metrics import StepMetrics, batch_fvu_parts
 from visae.training.schedule import WarmupDecay, lr_scheduler, sparsity_scale
 
 
@@ -89,16 +90,16 @@ class SAETrainer:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
-        """Inference-mode FVU and L0 on a batch, plus each latent's firing frequency on it (syncs)."""
-        summary = ReconstructionSummary(x.shape[1], self.sae.cfg.d_sae)
+        """Inference-mode FVU and L0 on a batch, plus each latent's firing frequency on it (one host sync)."""
+        stats = ReconstructionStats(x.shape[1], self.sae.cfg.d_sae, x.device)
         self.sae.eval()
         with self._autocast(x.device):
             z = self.sae.encode(x)
             x_hat = self.sae.decode(z)
         self.sae.train()
-        summary.update(x, x_hat, z)
-        result = summary.result()
-        return {"eval/fvu": result["fvu"], "eval/l0": result["l0"]}, summary.freq()
+        stats.update(x, x_hat, z)
+        result = stats.result()
+        return {"eval/fvu": result["fvu"], "eval/l0": result["l0"]}, stats.freq()
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]

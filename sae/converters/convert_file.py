@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visae.sae.base import SAE
+from torch import nn
+
 from visae.sae.converters.prisma import convert_prisma
 from visae.sae.converters.saev import convert_saev
 
@@ -28,7 +29,7 @@ def sniff_format(path: Path) -> str:
 def convert_file(
     path: str | Path, fmt: str | None = None, hook_name: str | None = None, model_name: str | None = None,
     config: str | Path | None = None,
-) -> SAE:
+) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no file at {path}")

@@ -1,4 +1,4 @@
-"""Mapping other libraries' hook names to visae's (design.md §1)."""
+"""Mapping other libraries' hook names to visae's (docs/hooks-and-tokens.md)."""
 
 from __future__ import annotations
 

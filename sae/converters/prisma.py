@@ -12,10 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from visae.sae.base import SAE, create_sae
+from torch import nn
+
+from visae.core.file_hash import file_sha256
 from visae.sae.config import SAEConfig
 from visae.sae.converters.hooks import prisma_hook
-from visae.sae.converters.safe_load import load_weights_only, require_keys, sha256_of, tensor_dict
+from visae.sae.converters.safe_load import load_weights_only, require_keys, tensor_dict
+from visae.sae.registry import architecture_class
 
 BASE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
@@ -41,7 +44,7 @@ def prisma_architecture(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def convert_prisma(
     weights: str | Path, config: str | Path | None = None, hook_name: str | None = None,
     model_name: str | None = None, source: str | None = None,
-) -> SAE:
+) -> nn.Module:
     """A visae SAE with the same encode/decode as a ViT-Prisma checkpoint, recording the conversion."""
     weights = Path(weights)
     config_path = Path(config) if config is not None else weights.with_name("config.json")
@@ -66,7 +69,7 @@ def convert_prisma(
         "conversion": {
             "from": "vit_prisma",
             "source": source or str(weights),
-            "source_sha256": sha256_of(weights),
+            "source_sha256": file_sha256(weights),
             "source_hook": source_hook,
             "notes": ["ViT-Prisma subtracts b_dec before encoding: apply_b_dec_to_input=True"],
         },
@@ -75,6 +78,6 @@ def convert_prisma(
         architecture=architecture, d_in=int(d_in), d_sae=int(d_sae), apply_b_dec_to_input=True,
         normalize_activations="none", metadata=metadata, **params,
     )
-    sae = create_sae(cfg)
+    sae = architecture_class(architecture)(cfg)
     sae.load_inference_tensors({k: tensors[k].float() for k in BASE_KEYS})
     return sae.eval()

@@ -12,10 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from visae.sae.base import SAE, create_sae
+from torch import nn
+
+from visae.core.file_hash import file_sha256
 from visae.sae.config import SAEConfig
 from visae.sae.converters.hooks import saev_hook
-from visae.sae.converters.safe_load import load_weights_only, require_keys, sha256_of, tensor_dict
+from visae.sae.converters.safe_load import load_weights_only, require_keys, tensor_dict
+from visae.sae.registry import architecture_class
 
 BASE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
@@ -64,7 +67,7 @@ def saev_architecture(header: dict[str, Any], tensors: dict) -> tuple[str, dict[
 def convert_saev(
     path: str | Path, hook_name: str | None = None, model_name: str | None = None, source: str | None = None,
     layer: int | None = None,
-) -> SAE:
+) -> nn.Module:
     """A visae SAE with the same encode/decode as a saev checkpoint, recording the conversion in metadata."""
     path = Path(path)
     header, tensors = read_saev(path)
@@ -82,7 +85,7 @@ def convert_saev(
         "conversion": {
             "from": "saev",
             "source": source or str(path),
-            "source_sha256": sha256_of(path),
+            "source_sha256": file_sha256(path),
             "saev_header": {k: header.get(k) for k in ("schema", "lib", "commit") if k in header},
             "saev_activation": _activation(header)[0],
             "notes": ["saev does not subtract b_dec before encoding: apply_b_dec_to_input=False", *notes],
@@ -92,7 +95,7 @@ def convert_saev(
         architecture=architecture, d_in=int(d_in), d_sae=int(d_sae), apply_b_dec_to_input=False,
         normalize_activations="none", metadata=metadata, **params,
     )
-    sae = create_sae(cfg)
+    sae = architecture_class(architecture)(cfg)
     weights = {k: tensors[k].float() for k in BASE_KEYS}
     if architecture == "jumprelu":
         weights["threshold"] = tensors["activation.threshold"].float()

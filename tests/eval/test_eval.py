@@ -50,7 +50,8 @@ def test_writes_the_contract_layout(setup, results):
     assert top["top_images"].dtype == np.int64 and top["top_images"].shape == (d_sae, 6)
     assert top["top_heatmaps"].dtype == np.float16 and top["top_heatmaps"].shape == (d_sae, 6, *rows_cols)
     assert top["quantile_heatmaps"].shape == (d_sae, 4, *rows_cols)
-    referenced = set(np.concatenate([top[k].ravel() for k in ("top_images", "quantile_images", "top_patch_images")]).tolist())
+    kinds = ("top_images", "quantile_images", "top_patch_images")
+    referenced = set(np.concatenate([top[k].ravel() for k in kinds]).tolist())
     referenced -= {-1}
     assert {int(p.stem) for p in (eval_dir / "thumbs").iterdir()} == referenced
     summary = json.loads((eval_dir / "summary.json").read_text())
@@ -58,7 +59,7 @@ def test_writes_the_contract_layout(setup, results):
     assert "docs/metrics.md" in summary["metric_definitions"]["note"]
     metadata = json.loads((sae_dir / "cfg.json").read_text())["metadata"]
     assert metadata["eval"]["fvu"] == pytest.approx(summary["fvu"]) and metadata["l0"] == pytest.approx(summary["l0"])
-    assert not list(sae_dir.glob(".eval-*"))  # no temporary folders left behind
+    assert not list(sae_dir.glob(".eval.*"))  # no temporary folders left behind (core.atomic names them .eval.tmp-PID)
 
 
 def test_metrics_match_an_independent_computation(setup, results):
@@ -123,7 +124,7 @@ def test_mlp_hidden_compares_neurons_with_features(setup, tmp_path):
     sup = res.summary["superposition"]
     assert sup["neuron_basis"]["n_units"] == store.d("blocks.1.mlp_hidden") and sup["sae_basis"]["n_units"] == 256
     assert 1.0 <= sup["mean_neurons_per_latent"] <= store.d("blocks.1.mlp_hidden")
-    assert res.features["neurons_per_latent"].notna().all()
+    assert res.features["neurons_per_latent"].notna().to_numpy().all()
 
 
 def test_cli_eval_and_compare(setup, results, tmp_path, capsys):

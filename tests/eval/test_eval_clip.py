@@ -4,13 +4,13 @@ spliced pass, zero-shot accuracy through the text tower, and text labels per lat
 import pytest
 from safetensors.torch import save_file
 
+from tests.eval_fixtures import train_sae
 from visae.activation_store.harvest_config import HarvestConfig
 from visae.activation_store.harvester import harvest
 from visae.activation_store.models import load_model
 from visae.eval.config import EvalConfig
 from visae.eval.evaluate import evaluate
 from visae.eval.text_labels import DEFAULT_VOCABULARY
-from tests.eval_fixtures import train_sae
 
 pytestmark = pytest.mark.slow
 SPEC = "open_clip:ViT-S-32,force_image_size=64"
@@ -35,7 +35,9 @@ def test_clip_tower_downstream_and_zero_shot(clip_results):
     stats = down["mean_over_heads"]
     assert -1 <= stats["cosine_zero"] < stats["cosine_sae"] <= 1
     zero_shot = down["zero_shot"]
-    assert zero_shot["zero_shot_acc_change"] == pytest.approx(zero_shot["zero_shot_acc_sae"] - zero_shot["zero_shot_acc_clean"])
+    assert zero_shot["zero_shot_acc_change"] == pytest.approx(
+        zero_shot["zero_shot_acc_sae"] - zero_shot["zero_shot_acc_clean"]
+    )
 
 
 def test_clip_text_labels_come_from_the_vocabulary(clip_results):

@@ -3,12 +3,12 @@
 
 import pytest
 
+from tests.eval_fixtures import train_sae
 from visae.activation_store.harvest_config import HarvestConfig
 from visae.activation_store.harvester import harvest
 from visae.activation_store.sources.shapes import ShapesSource
 from visae.eval.config import EvalConfig
 from visae.eval.evaluate import evaluate
-from tests.eval_fixtures import train_sae
 
 pytestmark = pytest.mark.slow
 HOOK = "blocks.-2.resid_post"

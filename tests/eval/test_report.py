@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.eval_fixtures import tiny_store, train_sae
 from visae.eval.config import load_eval_config
 from visae.eval.evaluate import evaluate
-from tests.eval_fixtures import tiny_store, train_sae
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [

@@ -1,11 +1,9 @@
-"""Training config: YAML + --set overrides, recipe defaults, clear refusals (bad fields, changed resume)."""
-
-import argparse
+"""Training config: YAML + key=value overrides, recipe defaults, clear refusals (bad fields, changed resume)."""
 
 import pytest
 import yaml
 
-from visae.service.commands.train import register
+from visae.service.cli import run_command
 from visae.training.config import TrainConfig, default_lr, load_config, resolve_defaults
 from visae.training.schedule import sparsity_scale, warmup_decay
 from visae.training.synthetic import synthetic_store
@@ -125,18 +123,15 @@ def test_resume_refuses_changed_config_and_store(stores, tmp_path):
 
 
 def _command(argv):
-    """`visae train ARGV` through its own sub-command parser (the full CLI imports every command's module)."""
-    parser = argparse.ArgumentParser(prog="visae")
-    register(parser.add_subparsers())
-    args = parser.parse_args(["train", *argv])
-    return args.func(args)
+    """`visae train ARGV`, its errors raised rather than reported."""
+    return run_command(["train", *argv])
 
 
 def test_command_errors_name_the_problem(stores, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a visae training run"):
         _command(["--resume", str(tmp_path / "nothing")])
     with pytest.raises(ValueError, match="has no hook 'blocks.9.mlp_out'"):
-        _command(["--set", f"store={stores[0].path}", "--set", "hook=blocks.9.mlp_out"])
+        _command(["--store", stores[0].path, "--hook", "blocks.9.mlp_out"])
     with pytest.raises(ValueError, match="give a config file"):
         _command([])
 
