@@ -72,7 +72,11 @@ def main() -> None:
         images.mkdir()
         write_jpegs(images, args.n_images)
         source = open_source(str(images))
-        pixels = model.preprocess.batch([source[i].image for i in range(args.n_images)]).to(args.device)
+        records = [source[i] for i in range(args.n_images)]
+        pictures = [r.image for r in records if r.image is not None]
+        if len(pictures) < len(records):
+            raise RuntimeError(f"unreadable benchmark images: {[r.error for r in records if r.image is None]}")
+        pixels = model.preprocess.batch(pictures).to(args.device)
         batches = list(torch.split(pixels, args.batch_size))
         bare_forward(model, batches[:1])  # warm-up
         forward_runs, harvest_runs = [], []
@@ -90,7 +94,8 @@ def main() -> None:
         "ratio": round(float(harvest_rate / forward), 3), "target_ratio": 0.9,
         # CPU seconds per image: on a busy machine a process with more threads gets a larger share of the
         # cores, so this ratio (forward CPU / harvest CPU) is the contention-free view of the same target
-        "forward_cpu_s_per_image": round(float(forward_cpu), 3), "harvest_cpu_s_per_image": round(float(harvest_cpu), 3),
+        "forward_cpu_s_per_image": round(float(forward_cpu), 3),
+        "harvest_cpu_s_per_image": round(float(harvest_cpu), 3),
         "cpu_ratio": round(float(forward_cpu / harvest_cpu), 3),
         "forward_runs": [round(x, 3) for x, _ in forward_runs], "harvest_runs": [round(x, 3) for x, _ in harvest_runs],
         "store_mb": round(store_bytes / 2**20, 1),

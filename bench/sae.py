@@ -71,7 +71,7 @@ def main() -> None:
         (recon - x).pow(2).sum().backward()
 
     def encoder_gemm():
-        x @ W_enc.detach()
+        _ = x @ W_enc.detach()
 
     t_dense = timed(dense_decoder, args.repeats)
     t_sparse = timed(sparse_decoder, args.repeats)

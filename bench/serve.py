@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import io
 import json
-import importlib.util
 import sys
 import tempfile
 import time
 from pathlib import Path
-
 
 import httpx
 import numpy as np
@@ -68,7 +67,7 @@ async def timed(client, semaphore, kind, method, path, kwargs, out):
         out.append((kind, time.perf_counter() - start, response.status_code))
 
 
-async def run_load(url: str, mix, concurrency: int) -> tuple[list, float]:
+async def run_load(url: str, mix: list[tuple[str, str, str, dict]], concurrency: int) -> tuple[list, float]:
     out: list = []
     semaphore = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=concurrency)) as client:
@@ -137,6 +136,8 @@ def _test_dictionary_builder():
     """tests/service_dictionary.py's `build_dictionaries`, loaded from its file (bench/ runs from a checkout)."""
     path = Path(__file__).resolve().parents[1] / "tests" / "service_dictionary.py"
     spec = importlib.util.spec_from_file_location("service_dictionary", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.build_dictionaries

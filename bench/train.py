@@ -24,22 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
+from typing import Any
 
 import torch
 
 from visae.sae import SAEConfig, create_sae
 from visae.training.config import TrainConfig
-from visae.training.trainer import SAETrainer
+from visae.training.run import resolve_device, train
 from visae.training.schedule import warmup_decay
 from visae.training.sweep import SweepConfig, SweepGrid, step_members, sweep
 from visae.training.synthetic import synthetic_store
-from visae.training.run import resolve_device, train
+from visae.training.trainer import SAETrainer
 
 HOOK = "blocks.0.resid_post"
 
@@ -75,16 +74,17 @@ def batches(args, device: torch.device, steps: int):
 def end_to_end_configs(args, store: str, out_dir: str) -> tuple[SweepConfig, list[TrainConfig]]:
     """A sweep of `members` TopK SAEs differing in LR, and the same SAEs as separate runs."""
     lrs = [round(1e-4 * (i + 1), 6) for i in range(args.members)]
-    shared = dict(store=store, hook=HOOK, architecture="topk", k=args.k, d_sae=args.n,
-                  total_tokens=args.batch * args.end_to_end_steps, batch_size=args.batch, eval_tokens=args.batch,
-                  log_every_steps=10**6, eval_every_steps=10**6, checkpoint_every_steps=10**6,
-                  wandb_mode="disabled", device=args.device, dtype=args.dtype, out_dir=out_dir)
-    grid = SweepGrid(architecture=["topk"], k=[args.k], d_sae=[args.n], lr=lrs)
+    shared: dict[str, Any] = dict(store=store, hook=HOOK, architecture="topk", k=args.k, d_sae=args.n,
+                                  total_tokens=args.batch * args.end_to_end_steps, batch_size=args.batch,
+                                  eval_tokens=args.batch, log_every_steps=10**6, eval_every_steps=10**6,
+                                  checkpoint_every_steps=10**6, wandb_mode="disabled", device=args.device,
+                                  dtype=args.dtype, out_dir=out_dir)
+    grid = SweepGrid(architecture=["topk"], k=[args.k], d_sae=[args.n], lr=list(lrs))
     return SweepConfig(**shared, grid=grid), [TrainConfig(**shared, lr=lr, run_name=f"lr{lr:g}") for lr in lrs]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--d", type=int, default=384)
     p.add_argument("--n", type=int, default=6144)
     p.add_argument("--k", type=int, default=32)

@@ -9,7 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, File, Path as PathParam, Query, UploadFile
+from fastapi import FastAPI, File, Query, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image

@@ -279,7 +279,7 @@ def _weights_only_results(path: Path, cfg: dict, sae: SAE) -> EvalResults:
     sparsity.safetensors (log10 firing frequency), each latent's frequency. No example images."""
     meta = cfg.get("metadata") or {}
     d_sae = sae.cfg.d_sae
-    columns = {"feature": np.arange(d_sae)}
+    columns: dict[str, np.ndarray] = {"feature": np.arange(d_sae)}
     if (path / "sparsity.safetensors").is_file():
         log10_freq = load_file(str(path / "sparsity.safetensors"))["sparsity"].astype(np.float64).reshape(d_sae)
         columns.update(freq=np.power(10.0, log10_freq), log10_freq=log10_freq)

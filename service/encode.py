@@ -50,6 +50,8 @@ class Encoding:
 
 def encode_image(dictionary: Dictionary, image: Image.Image) -> Encoding:
     model, lock = model_for(dictionary)
+    if not dictionary.hook:
+        raise ApiError(409, "no_hook", f"{dictionary.id} does not record its hook point, so images cannot be encoded")
     shown = model.preprocess.resize_crop(image.convert("RGB"))
     pixels = model.preprocess(image.convert("RGB"))
     hook = model.canonical(dictionary.hook)

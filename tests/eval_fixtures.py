@@ -12,7 +12,8 @@ from visae.activation_store.models import load_model
 from visae.training.config import load_config
 from visae.training.run import train
 
-TINY_SPEC = "timm:vit_tiny_patch16_224,pretrained=false,img_size=32,patch_size=8,depth=2,embed_dim=64,num_heads=2,num_classes=5"
+TINY_SPEC = ("timm:vit_tiny_patch16_224,pretrained=false,img_size=32,patch_size=8,depth=2,embed_dim=64,num_heads=2,"
+             "num_classes=5")
 TINY_HOOKS = ["blocks.0.resid_post", "blocks.1.mlp_hidden"]
 
 

@@ -228,7 +228,8 @@ class HubDouble:
                     return
                 files = json.loads(self._body())["files"]
                 modes = [{"path": f["path"], "shouldIgnore": False,
-                          "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) or f["size"] > 1_000_000 else "regular"}
+                          "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) or f["size"] > 1_000_000
+                          else "regular"}
                          for f in files]
                 self._json(200, {"files": modes})
 
@@ -284,7 +285,8 @@ class HubDouble:
                     return self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", head=head)
                 sha, files = snap
                 if file not in files:
-                    return self._error(404, "EntryNotFound", f"{file} does not exist", {"X-Repo-Commit": sha}, head=head)
+                    return self._error(404, "EntryNotFound", f"{file} does not exist", {"X-Repo-Commit": sha},
+                                       head=head)
                 f = files[file]
                 headers = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_sha1(f.data)}"',
                            "Content-Type": "application/octet-stream"}

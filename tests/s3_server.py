@@ -17,8 +17,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from typing import TypedDict
 
-S3_KEY = {"key": "visae-test", "secret": "visae-test"}
+
+class S3Key(TypedDict):
+    """Credentials as s3fs takes them (`key=`, `secret=`), so the dict can be passed as keyword arguments."""
+
+    key: str
+    secret: str
+
+
+S3_KEY: S3Key = {"key": "visae-test", "secret": "visae-test"}
 
 
 def free_ports(n: int) -> list[int]:

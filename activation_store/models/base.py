@@ -30,8 +30,8 @@ class Preprocess:
 
     size: int
     crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # per channel (RGB)
+    std: tuple[float, ...]
     interpolation: str = "bicubic"
     _geometry: Callable = field(init=False, repr=False, compare=False)
     _to_tensor: Callable = field(init=False, repr=False, compare=False)

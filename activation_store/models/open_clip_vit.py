@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from typing import Any, Protocol, cast
 
 import open_clip
 import torch
@@ -21,9 +22,17 @@ from visae.activation_store.models.registry import ModelSpec, register_family
 from visae.activation_store.models.weights import load_weights, read_state_dict
 
 
+class _ClipModel(Protocol):
+    """What an open_clip model offers this adapter (`open_clip.create_model` is annotated as returning nn.Module)."""
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor: ...
+
+
 def open_clip_preprocess(visual: VisionTransformer) -> Preprocess:
     """The tower's own preprocess_cfg: open_clip resizes the shorter side to the image size and centre-crops."""
-    cfg = visual.preprocess_cfg
+    cfg: dict[str, Any] = getattr(visual, "preprocess_cfg")  # set on the tower by open_clip, not declared on it
     height, width = visual.image_size
     if height != width:
         raise ValueError(f"only square inputs are supported; this tower takes {height}x{width}")
@@ -52,6 +61,7 @@ class OpenClipViT(VisionModel):
         if not visual.transformer.batch_first:
             raise ValueError(f"{spec!r}: only batch-first open_clip transformers are supported")
         self.spec, self.module, self.visual, self.model_name = spec, module, visual, model_name
+        self._clip = cast(_ClipModel, module)
         self.cache_dir = cache_dir
         self.preprocess = preprocess or open_clip_preprocess(visual)
         rows, cols = visual.grid_size
@@ -63,10 +73,13 @@ class OpenClipViT(VisionModel):
             grid=(rows, cols),
         )
         self._embed_input = visual.ln_pre
-        self._parts = [BlockParts(b, b.ls_1, b.ls_2, b.mlp.c_proj, b.ln_2) for b in visual.transformer.resblocks]
+        # open_clip's Transformer holds ResidualAttentionBlocks in an nn.ModuleList, whose items torch types as
+        # nn.Module; its `mlp` is an nn.Sequential, whose named children are typed `Tensor | Module`.
+        blocks = [cast(ResidualAttentionBlock, b) for b in visual.transformer.resblocks]
+        self._parts = [BlockParts(b, b.ls_1, b.ls_2, cast(nn.Linear, b.mlp.c_proj), b.ln_2) for b in blocks]
 
     def output(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.module.encode_image(pixels)
+        return self._clip.encode_image(pixels)
 
     @functools.cached_property
     def tokenizer(self):
@@ -75,7 +88,7 @@ class OpenClipViT(VisionModel):
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Text-tower embeddings [len(texts), embed_dim], comparable with forward()'s image embeddings."""
-        return self.module.encode_text(self.tokenizer(texts).to(self.device))
+        return self._clip.encode_text(self.tokenizer(texts).to(self.device))
 
     def _split_forward(self, block, q_x, fn: ActivationFn, k_x=None, v_x=None, attn_mask=None) -> torch.Tensor:
         """ResidualAttentionBlock.forward (self-attention) with fn applied between the two residual adds."""
@@ -118,5 +131,5 @@ def load_open_clip(spec: ModelSpec, weights: str | None) -> OpenClipViT:
         raise ValueError(f"bad option for open_clip model {model_name!r} in {spec.text!r}: {e}") from e
     if weights is not None:
         state = read_state_dict(weights)
-        load_weights(module.visual if "conv1.weight" in state else module, state, weights)
+        load_weights(module.get_submodule("visual") if "conv1.weight" in state else module, state, weights)
     return OpenClipViT(spec.text, module, model_name, cache_dir=spec.options.get("cache_dir"))

@@ -14,14 +14,15 @@ a `weights` file implies it, its tensors replacing the random ones.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from omegaconf import OmegaConf
 
 from visae.activation_store.models.base import VisionModel
+from visae.core.file_hash import file_sha256
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class ModelSpec:
         bad = [item for item in items if "=" not in item]
         if bad:
             raise ValueError(f"model spec options must be key=value, got {bad} in {text!r}")
-        options = OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+        # to_container of a DictConfig is a dict; OmegaConf's annotation covers every kind of config
+        options = cast(dict, OmegaConf.to_container(OmegaConf.from_dotlist(items))) if items else {}
         return cls(text=text, family=family, name=name, options=options)
 
     @property
@@ -77,14 +79,6 @@ def register_family(prefix: str) -> Callable[[FamilyLoader], FamilyLoader]:
 
 def families() -> list[str]:
     return sorted(_FAMILIES)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(spec: str, weights: str | None = None, device: str = "cpu") -> VisionModel:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import timm
 import torch
-from timm.data import resolve_data_config
+from timm.data.config import resolve_data_config
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -42,7 +42,7 @@ def timm_layout(vit: VisionTransformer) -> TokenLayout:
     )
 
 
-def timm_preprocess(vit: nn.Module) -> Preprocess:
+def timm_preprocess(vit: VisionTransformer) -> Preprocess:
     """timm's data config (mean, std, interpolation, crop_pct) at the size the model was actually built for."""
     cfg = resolve_data_config({}, model=vit)
     height, width = vit.patch_embed.img_size
@@ -70,9 +70,10 @@ class TimmViT(VisionModel):
         preprocess: Preprocess | None = None,
         output: Callable[[torch.Tensor], Any] | None = None,
     ):
-        vit = module if vit is None else vit
-        if not isinstance(vit, VisionTransformer):
-            raise ValueError(f"{spec!r} is a {type(vit).__name__}; only timm VisionTransformer models are supported")
+        inner = module if vit is None else vit
+        if not isinstance(inner, VisionTransformer):
+            raise ValueError(f"{spec!r} is a {type(inner).__name__}; only timm VisionTransformer models are supported")
+        vit = inner
         unsupported = {type(b).__name__ for b in vit.blocks if not isinstance(b, Block)}
         if unsupported:
             raise ValueError(f"{spec!r} uses blocks {sorted(unsupported)}; only timm's pre-norm `Block` is supported")
@@ -81,7 +82,9 @@ class TimmViT(VisionModel):
         self.layout = timm_layout(vit)
         self._output = output or module
         self._embed_input = vit.norm_pre
-        self._parts = [BlockParts(b, b.ls1, b.ls2, b.mlp.fc2, b.norm2) for b in vit.blocks]
+        # `mlp` is built from a `Type[nn.Module]` argument, so its `fc2` is typed only as `Tensor | Module`.
+        self._parts = [BlockParts(b, b.ls1, b.ls2, cast(nn.Linear, b.mlp.fc2), b.norm2)
+                       for b in vit.blocks if isinstance(b, Block)]
 
     def output(self, pixels: torch.Tensor) -> Any:
         return self._output(pixels)

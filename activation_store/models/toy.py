@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from visae.activation_store.models.base import Preprocess
-from visae.activation_store.models.registry import ModelSpec, file_sha256, register_family
+from visae.activation_store.models.registry import ModelSpec, register_family
 from visae.activation_store.models.timm_vit import TimmViT
 from visae.activation_store.models.toy_vit import ToyViT, ToyViTConfig, load_toy_vit
+from visae.core.file_hash import file_sha256
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TOY_MODELS = {"toy-vit-shapes": WEIGHTS_DIR / "toy-vit-shapes.safetensors"}

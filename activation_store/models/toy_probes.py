@@ -20,7 +20,7 @@ def token_features(model: VisionModel, source: ShapesSource, hook: str, batch_si
     """Per image, at `hook`: the CLS token, the register tokens (concatenated and each alone), the patch mean."""
     layout, chunks = model.layout, []
     for start in tqdm(range(0, len(source), batch_size), desc=f"features at {hook}", unit="batch"):
-        images = [source[i].image for i in range(start, min(start + batch_size, len(source)))]
+        images = [source.render(i)[0] for i in range(start, min(start + batch_size, len(source)))]
         acts = model.run_with_cache(model.preprocess.batch(images), [hook])[model.canonical(hook)].float()
         regs = acts[:, list(layout.register_indices)]
         feats = {"cls": acts[:, layout.cls_index], "registers": regs.flatten(1),
@@ -63,7 +63,7 @@ def register_ablation(model: VisionModel, source: ShapesSource, hook: str, batch
     Returns per factor the fraction of images whose predicted class changes and the mean KL(clean || ablated).
     """
     regs = list(model.layout.register_indices)
-    batches = [model.preprocess.batch([source[i].image for i in range(s, min(s + batch_size, len(source)))])
+    batches = [model.preprocess.batch([source.render(i)[0] for i in range(s, min(s + batch_size, len(source)))])
                for s in range(0, len(source), batch_size)]
     name = model.canonical(hook)
     mean = torch.cat([model.run_with_cache(b, [name])[name][:, regs] for b in batches]).mean(0)

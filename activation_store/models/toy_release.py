@@ -10,12 +10,13 @@ from pathlib import Path
 
 import torch
 
-from visae.activation_store.models.registry import file_sha256
 from visae.activation_store.models.toy import wrap_toy
 from visae.activation_store.models.toy_probes import probe_table, register_ablation
 from visae.activation_store.models.toy_training import ToyTrainConfig, factor_accuracy
 from visae.activation_store.models.toy_vit import ToyViT, save_toy_vit
 from visae.activation_store.sources.shapes import ShapesSource
+from visae.core.atomic import write_atomic
+from visae.core.file_hash import file_sha256
 
 PROBE_HOOK = "blocks.-2.resid_post"
 PROBE_SEED_OFFSET = 2_000
@@ -37,9 +38,7 @@ def write_toy_release(module: ToyViT, cfg: ToyTrainConfig, record: dict, out_dir
     ablations = {hook: register_ablation(model, ablation_source, hook) for hook in ablation_hooks(module.cfg.depth)}
     card = model_card(name, module, cfg, record, accuracy, weights, probe_spec, probes, ablations)
     card_path = out_dir / f"{name}.md"
-    tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text(card)
-    os.replace(tmp, card_path)
+    write_atomic(card_path, card)
     return weights, card_path
 
 

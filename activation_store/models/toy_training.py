@@ -6,7 +6,9 @@ overfitting to a fixed set), in index order, by a DataLoader. Held-out images co
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import time
 from dataclasses import dataclass, field
 
@@ -24,18 +26,20 @@ HELD_OUT_SEED_OFFSET = 1_000
 
 @dataclass
 class ToyTrainConfig:
-    seed: int = 0
-    steps: int = 3600
-    batch_size: int = 64
-    lr: float = 5e-4  # 2e-3 left position and shape near chance for the first ~1000 steps
-    weight_decay: float = 0.05
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    image_size: int = 64
-    eval_images: int = 2000
-    num_workers: int = 1
-    threads: int = 1  # fixed, so results do not depend on the core count; one thread also copes best with a busy CPU
-    model: ToyViTConfig = field(default_factory=ToyViTConfig)
+    seed: int = 0  # seed of the initialisation and of the training images
+    steps: int = 3600  # training steps
+    batch_size: int = 64  # images per step
+    # 2e-3 left position and shape near chance for the first ~1000 steps
+    lr: float = 5e-4  # peak learning rate (AdamW, linear warm-up then cosine decay)
+    weight_decay: float = 0.05  # AdamW weight decay
+    warmup_steps: int = 50  # steps of linear LR warm-up
+    grad_clip: float = 1.0  # max global grad norm
+    image_size: int = 64  # side of the generated images, in pixels
+    eval_images: int = 2000  # held-out images for the accuracies in the model card
+    num_workers: int = 1  # DataLoader workers rendering the training images
+    # fixed, so results do not depend on the core count; one thread also copes best with a busy CPU
+    threads: int = 1  # torch threads
+    model: ToyViTConfig = field(default_factory=ToyViTConfig)  # the model's architecture
 
     def train_spec(self) -> str:
         return f"shapes:n={self.steps * self.batch_size},seed={self.seed},size={self.image_size}"
@@ -81,7 +85,8 @@ def lr_at(step: int, cfg: ToyTrainConfig) -> float:
 
 
 def factor_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    return sum(nn.functional.cross_entropy(out, targets[:, j]) for j, out in enumerate(logits.values()))
+    losses = (nn.functional.cross_entropy(out, targets[:, j]) for j, out in enumerate(logits.values()))
+    return functools.reduce(operator.add, losses)
 
 
 def train_toy_vit(cfg: ToyTrainConfig) -> tuple[ToyViT, dict]:

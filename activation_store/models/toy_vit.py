@@ -13,6 +13,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from visae.activation_store.sources.shapes import ShapesSource
+from visae.core.atomic import atomic_path
 
 
 def shapes_factor_values() -> dict[str, list[str]]:
@@ -21,16 +22,16 @@ def shapes_factor_values() -> dict[str, list[str]]:
 
 @dataclass
 class ToyViTConfig:
-    img_size: int = 64
-    patch_size: int = 8
-    embed_dim: int = 96
-    depth: int = 6
-    num_heads: int = 4
-    mlp_ratio: float = 4.0
-    reg_tokens: int = 4
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    factor_values: dict[str, list[str]] = field(default_factory=shapes_factor_values)
+    img_size: int = 64  # input side, in pixels
+    patch_size: int = 8  # patch side, in pixels
+    embed_dim: int = 96  # width of the residual stream
+    depth: int = 6  # transformer blocks
+    num_heads: int = 4  # attention heads per block
+    mlp_ratio: float = 4.0  # MLP hidden width, as a multiple of embed_dim
+    reg_tokens: int = 4  # register tokens after the CLS token
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # per-channel mean of the input normalisation
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # per-channel std of the input normalisation
+    factor_values: dict[str, list[str]] = field(default_factory=shapes_factor_values)  # classes of each factor head
 
 
 class ToyViT(nn.Module):
@@ -62,10 +63,9 @@ def save_toy_vit(model: ToyViT, path: str | Path, extra: dict[str, str] | None =
     """Write the weights with the config in the safetensors metadata (temp name, then atomic rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"visae_toy_config": json.dumps(asdict(model.cfg)), **(extra or {})})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"visae_toy_config": json.dumps(asdict(model.cfg)), **(extra or {})})
     return path
 
 

@@ -8,10 +8,10 @@ harvester decides whether to skip or stop.
 from __future__ import annotations
 
 import abc
-
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -87,7 +87,8 @@ def parse_options(text: str) -> dict:
     bad = [item for item in items if "=" not in item]
     if bad:
         raise ValueError(f"source options must be key=value separated by commas, got {bad} in {text!r}")
-    return OmegaConf.to_container(OmegaConf.from_dotlist(items)) if items else {}
+    # to_container of a DictConfig is a dict; OmegaConf's annotation covers every kind of config
+    return cast(dict, OmegaConf.to_container(OmegaConf.from_dotlist(items))) if items else {}
 
 
 def open_source(spec: str) -> ImageSource:

@@ -128,8 +128,11 @@ def sample_primary(rng: np.random.Generator) -> SceneObject:
     scale = int(rng.integers(1, len(SCALES)))
     lo, hi = POSITION_RANGE
     width = (hi - lo) / len(POSITION_BINS)
-    centre = tuple(float(lo + width * (int(rng.integers(len(POSITION_BINS))) + 0.5 + rng.uniform(-0.3, 0.3)))
-                   for _ in range(2))
+
+    def coordinate() -> float:
+        return float(lo + width * (int(rng.integers(len(POSITION_BINS))) + 0.5 + rng.uniform(-0.3, 0.3)))
+
+    centre = (coordinate(), coordinate())  # x then y: the draws keep their order
     return SceneObject(
         shape=shape,
         colour=int(rng.integers(len(COLOURS))),
@@ -291,7 +294,8 @@ class ShapesSource(ImageSource):
     def patch_labels(self, i: int, grid: tuple[int, int]) -> dict[str, np.ndarray]:
         i = self._check_index(i)
         scene = self.scene(i)
-        owner = patch_owner(coverage_masks(scene, self.size), tuple(grid))
+        rows, cols = grid  # any pair (a list read from JSON too)
+        owner = patch_owner(coverage_masks(scene, self.size), (rows, cols))
         labels = {"object": owner}
         per_object = [o.factors() for o in scene.objects]
         for name in PATCH_FACTORS[1:]:

@@ -32,7 +32,8 @@ class SkimagePhotos(ImageSource):
             return ImageRecord(name, None, error=f"cannot load skimage.data.{name}: {e!r}")
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(f"skimage {skimage.__version__} {','.join(PHOTOS)}".encode()).hexdigest()
+        version = skimage.__version__  # pyright: ignore[reportAttributeAccessIssue]  # missing from skimage's .pyi
+        return hashlib.sha256(f"skimage {version} {','.join(PHOTOS)}".encode()).hexdigest()
 
 
 @register_source("skimage")

@@ -38,7 +38,9 @@ def test_harvest_writes_the_activations_of_one_forward_pass(weights, tmp_path):
 
     model = load_model(TINY_SPEC, weights)
     source = open_source("shapes:n=20,seed=0,size=32")
-    pixels = model.preprocess.batch([source[i].image for i in range(8, 16)])
+    images = [image for i in range(8, 16) if (image := source[i].image) is not None]
+    assert len(images) == 8
+    pixels = model.preprocess.batch(images)
     cache = model.run_with_cache(pixels, store.hooks)
     for hook in store.hooks:
         np.testing.assert_array_equal(store.acts(hook)[8:16], cache[hook].half().numpy())
@@ -139,7 +141,7 @@ def test_yaml_config_with_command_line_overrides(weights, tmp_path, capsys):
     cfg = load_harvest_config(str(cfg_file), {"out": str(tmp_path / "s.zarr"), "tokens": None}, ["dtype=bfloat16"])
     assert (cfg.out, cfg.tokens, cfg.dtype, cfg.batch_size) == (str(tmp_path / "s.zarr"), "all", "bfloat16", 4)
     code = main(["harvest", "--config", str(cfg_file), "--out", str(tmp_path / "s.zarr"), "--tokens", "cls",
-                 "--hooks", "blocks.-1.mlp_out,embed", "progress=false"])
+                 "--hooks", "blocks.-1.mlp_out", "embed", "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "acts/blocks.2.mlp_out" in printed and "[9, 1, 64]" in printed and "acts/embed" in printed
@@ -151,7 +153,7 @@ def test_bad_settings_get_clear_errors(weights, tmp_path, capsys):
     with pytest.raises(ValueError, match="missing required setting 'out'"):
         load_harvest_config(None, {})
     assert main(["harvest", "--model", TINY_SPEC, "--weights", weights, "--hooks", "blocks.9.resid_post",
-                 "--out", str(tmp_path / "s.zarr"), "progress=false"]) == 2
+                 "--out", str(tmp_path / "s.zarr"), "--no-progress"]) == 2
     assert "unknown hook point 'blocks.9.resid_post'" in capsys.readouterr().err
 
 

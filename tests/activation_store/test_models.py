@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from visae.activation_store.layout import SITES
 from visae.activation_store.models import Preprocess, families, load_model
+from visae.activation_store.models.open_clip_vit import OpenClipViT
 
 DINO = "timm:vit_small_patch14_reg4_dinov2.lvd142m,pretrained=false,img_size=56,depth=3"
 DEIT = "timm:deit_tiny_distilled_patch16_224,pretrained=false,img_size=64,depth=3"
@@ -59,7 +60,9 @@ def test_layouts():
     assert deit.layout.patch_indices[0] == 2 and deit.layout.n_tokens == 2 + 16  # token 1 is the distillation token
     with pytest.raises(ValueError, match="no register tokens"):
         deit.layout.indices("registers")
-    pooled = load_model("timm:vit_tiny_patch16_224,pretrained=false,img_size=32,depth=1,class_token=false,global_pool=avg")
+    pooled = load_model(
+        "timm:vit_tiny_patch16_224,pretrained=false,img_size=32,depth=1,class_token=false,global_pool=avg"
+    )
     assert pooled.layout.cls_index is None and pooled.layout.patch_indices == (0, 1, 2, 3)
     assert pooled.run_with_cache(torch.zeros(1, 3, 32, 32), ["embed"])["embed"].shape == (1, 4, 192)
     with pytest.raises(ValueError, match="no CLS token"):
@@ -165,6 +168,7 @@ def test_preprocess_from_library_config():
 
 def test_real_open_clip_vit_b_32_name():
     model = load_model("open_clip:ViT-B-32/laion2b_s34b_b79k,pretrained=false")
+    assert isinstance(model, OpenClipViT)
     assert (model.n_blocks, model.d_model, model.d_mlp, model.layout.grid) == (12, 768, 3072, (7, 7))
     assert model.preprocess.crop == 224 and model.preprocess.mean == pytest.approx(open_clip.OPENAI_DATASET_MEAN)
     x = torch.randn(1, 3, 224, 224)
@@ -199,7 +203,7 @@ def test_open_clip_checkpoint_full_and_image_tower_only(tmp_path, tiny_clip_spec
     source = load_model(tiny_clip_spec)
     x = pixels(source)
     torch.save({"state_dict": source.module.state_dict()}, tmp_path / "clip.pt")
-    visual = {k: v.contiguous() for k, v in source.module.visual.state_dict().items()}
+    visual = {k: v.contiguous() for k, v in source.module.get_submodule("visual").state_dict().items()}
     save_file(visual, tmp_path / "visual.safetensors")
     for name in ("clip.pt", "visual.safetensors"):
         assert torch.equal(load_model(tiny_clip_spec, weights=str(tmp_path / name))(x), source(x))
@@ -238,9 +242,11 @@ def test_open_clip_hf_hub_pretrained_from_offline_cache(tmp_path, monkeypatch):
     config = {"model_cfg": TINY_CLIP_CFG, "preprocess_cfg": preprocess_cfg}
     (snapshot / "open_clip_config.json").write_text(json.dumps(config))
     reference = open_clip.create_model("hf-hub:visae/tiny-clip", load_weights=False, cache_dir=str(tmp_path))
+    assert isinstance(reference, open_clip.CLIP)
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, snapshot / "open_clip_model.safetensors")
 
     model = load_model(f"open_clip:hf-hub:visae/tiny-clip,cache_dir={tmp_path}")
+    assert isinstance(model, OpenClipViT)
     x = pixels(model)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference.eval().encode_image(x))

@@ -36,6 +36,7 @@ def test_the_count_does_not_change_an_index():
 def test_any_size(size):
     source = open_source(f"shapes:n=3,seed=0,size={size}")
     record = source[2]
+    assert record.image is not None
     assert record.image.mode == "RGB" and record.image.size == (size, size)
     assert record.label == source.factors(2)["shape"]
 

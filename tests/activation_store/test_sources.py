@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visae.activation_store.sources import ImageSource, open_source, source_kinds
-from visae.activation_store.sources import decode
+from visae.activation_store.sources import ImageSource, decode, open_source, source_kinds
 from visae.activation_store.sources.decode import read_record
 from visae.activation_store.sources.skimage_photos import PHOTOS
 
@@ -36,6 +35,7 @@ def jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
 def decoded(path) -> Image.Image:
     record = read_record(path.name, path)
     assert record.error is None, record.error
+    assert record.image is not None
     assert record.image.mode == "RGB"
     return record.image
 
@@ -105,11 +105,14 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     Image.new("RGB", (40, 30)).save(tmp_path / "big.png")
     assert read_record("big", tmp_path / "big.png").error is None
     monkeypatch.setattr(decode, "MAX_PIXELS", 1000)
-    assert "40x30 = 1200 pixels exceeds the limit of 1000" in read_record("big", tmp_path / "big.png").error
+    error = read_record("big", tmp_path / "big.png").error
+    assert error is not None
+    assert "40x30 = 1200 pixels exceeds the limit of 1000" in error
 
 
 def test_missing_file_gives_error_record(tmp_path):
     record = read_record("gone", tmp_path / "gone.png")
+    assert record.error is not None
     assert record.image is None and "file not found" in record.error
 
 
@@ -135,7 +138,7 @@ def test_folder_labels_from_subfolders(labelled_folder):
     assert [r.id for r in records] == ["cats/c.png", "cats/x/a.jpg", "dogs/b.png", "dogs/broken.jpg", "top.png"]
     assert [r.label for r in records] == [0, 0, 1, 1, -1]
     assert records[3].image is None and records[3].error == "zero-byte file"
-    assert all(r.image.size == (12, 9) for r in records if r.error is None)
+    assert all(r.image is not None and r.image.size == (12, 9) for r in records if r.error is None)
     assert open_source(source.spec).fingerprint() == source.fingerprint()
     assert source.factor_names == [] and source.factors(0) == {} and source.patch_labels(0, (4, 4)) is None
     with pytest.raises(IndexError, match="out of range"):
@@ -166,6 +169,7 @@ def test_path_list(tmp_path, labelled_folder):
     assert len(source) == 3 and source.spec == f"list:{listing.resolve()}"
     records = list(source)
     assert [r.id for r in records] == ["images/top.png", str(absolute), "images/missing.png"]
+    assert records[0].image is not None and records[2].error is not None
     assert records[0].image.size == (12, 9) and records[1].error is None
     assert records[2].image is None and "file not found" in records[2].error
     assert all(r.label == -1 for r in records) and source.label_names is None
@@ -179,8 +183,9 @@ def test_skimage_photos_offline():
     assert len(source) == len(PHOTOS) >= 15
     records = [source[i] for i in range(len(source))]
     assert [r.id for r in records] == list(PHOTOS)
-    assert all(r.error is None and r.image.mode == "RGB" for r in records)
-    assert records[PHOTOS.index("astronaut")].image.size == (512, 512)
+    assert all(r.error is None and r.image is not None and r.image.mode == "RGB" for r in records)
+    astronaut = records[PHOTOS.index("astronaut")].image
+    assert astronaut is not None and astronaut.size == (512, 512)
     assert open_source("skimage").fingerprint() == source.fingerprint()
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import zarr
 from synthetic_store import LAYOUT, make_store
+from zarr.core.metadata import ArrayV3Metadata
 
 from visae.activation_store.store import ActivationStore
 
@@ -42,7 +43,9 @@ def test_bfloat16_is_stored_as_int16_and_round_trips_bit_exactly(tmp_path):
 
 def test_zstd_compression(tmp_path):
     store, x = make_store(str(tmp_path / "s.zarr"), compression="zstd")
-    codecs = [c.to_dict()["name"] for c in store.acts("blocks.0.resid_post").metadata.codecs]
+    metadata = store.acts("blocks.0.resid_post").metadata
+    assert isinstance(metadata, ArrayV3Metadata)
+    codecs = [c.to_dict()["name"] for c in metadata.codecs]
     assert "zstd" in codecs
     np.testing.assert_array_equal(store.read("blocks.0.resid_post", 0, store.n_images), x)
 
@@ -51,7 +54,9 @@ def test_done_mask_and_complete(tmp_path):
     store, _ = make_store(str(tmp_path / "s.zarr"), n_images=20, complete=False)
     assert not store.complete
     rw = ActivationStore.open(store.path, mode="r+")
-    rw.group["done"][1] = False
+    done = rw.group["done"]
+    assert isinstance(done, zarr.Array)
+    done[1] = False
     with pytest.raises(RuntimeError, match="1 chunks are not written"):
         rw.mark_complete()
     rw.write_chunk(1, {"blocks.0.resid_post": np.zeros((8, 6, 8), np.float16)})

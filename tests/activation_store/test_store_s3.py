@@ -1,5 +1,7 @@
 """Stores at s3://bucket/path, against a seaweedfs S3 server started on 127.0.0.1 by the test."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import s3fs
@@ -41,8 +43,8 @@ def test_harvest_to_s3_equals_a_local_harvest(endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY["key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_KEY["secret"])
     weights = save_tiny_weights(str(tmp_path / "tiny.safetensors"))
-    cfg = dict(model=TINY_SPEC, weights=weights, images="shapes:n=12,seed=0,size=32", batch_size=4,
-               hooks=["blocks.-1.resid_post", "blocks.1.mlp_hidden"], num_workers=2, progress=False)
+    cfg: dict[str, Any] = dict(model=TINY_SPEC, weights=weights, images="shapes:n=12,seed=0,size=32", batch_size=4,
+                               hooks=["blocks.-1.resid_post", "blocks.1.mlp_hidden"], num_workers=2, progress=False)
     remote = harvest(HarvestConfig(out="s3://visae/harvest.zarr", **cfg))
     local = harvest(HarvestConfig(out=str(tmp_path / "local.zarr"), **cfg))
     remote = ActivationStore.open("s3://visae/harvest.zarr")

@@ -85,7 +85,8 @@ def test_register_tokens_are_used(shipped):
     """Mean-ablating the 4 register tokens after block 1 changes predictions measurably. On this sample the shipped
     model changes 1.4% of predictions on average over the 8 heads (orientation 3.5%, pos_x and count 2.5%) and the
     count head's KL(clean || ablated) is 0.010 nats; an unused register would change nothing."""
-    effect = register_ablation(shipped, ShapesSource.from_spec("shapes:n=200,seed=31337,size=64"), "blocks.1.resid_post")
+    source = ShapesSource.from_spec("shapes:n=200,seed=31337,size=64")
+    effect = register_ablation(shipped, source, "blocks.1.resid_post")
     changed = effect["changed"]
     assert np.mean(list(changed.values())) >= 0.01, changed
     assert max(changed.values()) >= 0.025, changed
@@ -94,7 +95,8 @@ def test_register_tokens_are_used(shipped):
 
 def train_tiny(out, seed=0):
     rc = visae(["zoo", "train-toy", "--out", str(out), "--steps", "3", "--seed", str(seed), "--probe-images", "30",
-                "batch_size=4", "eval_images=8", "warmup_steps=1", "num_workers=0", "model.depth=2"])
+                "--batch-size", "4", "--eval-images", "8", "--warmup-steps", "1", "--num-workers", "0",
+                "--model.depth", "2"])
     assert rc == 0
     return load_file(str(out / "toy-vit-shapes.safetensors"))
 
@@ -112,5 +114,5 @@ def test_train_toy_command_is_deterministic(tmp_path):
 
 
 def test_train_toy_rejects_bad_overrides(tmp_path, capsys):
-    assert visae(["zoo", "train-toy", "--out", str(tmp_path), "no_such_field=1"]) == 2
+    assert visae(["zoo", "train-toy", "--out", str(tmp_path), "--no_such_field", "1"]) == 2
     assert "no_such_field" in capsys.readouterr().err
