@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from jaxtyping import Float, Shaped
 
 
 def init_from_env(device: torch.device) -> None:
@@ -58,7 +63,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_flat(grads: list[torch.Tensor], weight: float, extra: list[torch.Tensor] = ()) -> None:
+def all_reduce_flat(grads: list[Tensor], weight: float, extra: Sequence[Tensor] = ()) -> None:
     """In place: each of `grads` becomes the sum over ranks of `weight * grad`, in one flat all-reduce.
 
     `weight` is this rank's share of the global batch, so the result equals the gradient of the loss
@@ -78,22 +83,22 @@ def flat_dtype(grads: list[torch.Tensor]) -> torch.dtype:
     return grads[0].dtype if grads else torch.float32
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+def all_reduce_sum(t: Shaped[Tensor, "*shape"]) -> Shaped[Tensor, "*shape"]:
     """In place: `t` becomes its sum over ranks."""
     if dist.is_initialized():
         dist.all_reduce(t)
     return t
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+def all_reduce_mean(t: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     if dist.is_initialized():
         dist.all_reduce(t)
         t /= world_size()
     return t
 
 
-def all_gather_rows(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """Concatenate every rank's `[sizes[r], d]` batch in rank order; shares may differ in size.
+def all_gather_rows(x: Shaped[Tensor, " rank_batch *shape"], sizes: list[int]) -> Shaped[Tensor, " batch *shape"]:
+    """Concatenate every rank's `[sizes[r], d]` batch in rank order (`batch` = sum(sizes)); shares may differ in size.
 
     The sizes are known in advance (see `share`), so no host sync is needed to pad and trim.
     """

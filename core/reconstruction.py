@@ -9,10 +9,15 @@ the host once.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
 from visae.core import distributed
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 FVU_DEFINITION = (
     "FVU = sum ||x - x_hat||^2 / sum ||x - mu||^2 with mu the per-dimension mean over the evaluation set "
@@ -37,7 +42,8 @@ class ReconstructionStats:
         self._sums = torch.zeros(len(_SCALARS) + d + d_sae, dtype=torch.float64, device=device)
         self._scalars, self.sum_x, self.fire_counts = self._sums.split([len(_SCALARS), d, d_sae])
 
-    def update(self, x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor | None = None) -> None:
+    def update(self, x: Float[Tensor, "batch d_in"], x_hat: Float[Tensor, "batch d_in"],
+               z: Float[Tensor, "batch d_sae"] | None = None) -> None:
         """x, x_hat: [tokens, d]; z: the latent codes [tokens, d_sae], if firings are to be counted."""
         x, x_hat = x.detach().double(), x_hat.detach().double()
         # Per-token norms and dot products, reused for the cosine (vector_norm spares the squares' temporaries).
@@ -61,11 +67,11 @@ class ReconstructionStats:
         self._sums.copy_(flat[1:])
 
     @property
-    def mean(self) -> torch.Tensor:
+    def mean(self) -> Float[Tensor, " d_in"]:
         """Per-dimension mean of x over the tokens seen so far (for mean-ablation)."""
         return self.sum_x / max(self.n, 1)
 
-    def freq(self) -> torch.Tensor:
+    def freq(self) -> Float[Tensor, " d_sae"]:
         """Each latent's firing frequency, on the accumulator's device."""
         return self.fire_counts / self.n
 

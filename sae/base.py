@@ -14,14 +14,17 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from visae.sae.config import SAEConfig
 from visae.sae.file_format import read_sae_folder, write_sae_folder
 from visae.sae.registry import ArchitectureTraits, architecture_class, register
+
+if TYPE_CHECKING:
+    from jaxtyping import Bool, Float
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
@@ -34,7 +37,7 @@ class TrainState:
     the rest of its k_aux picks would be live latents at -inf, costly zeros)."""
 
     sparsity_scale: float = 1.0
-    dead_mask: torch.Tensor | None = None
+    dead_mask: Bool[Tensor, " d_sae"] | None = None
     step: int = 0
     dead_count: int | None = None
 
@@ -44,11 +47,17 @@ class LossOutput:
     """`total` is the sum of the (already weighted) `parts`. `x_hat` is in the input's units,
     `fired` marks the latents active on at least one token of the batch, `l0` is a 0-d tensor."""
 
-    total: torch.Tensor
-    parts: dict[str, torch.Tensor]
-    x_hat: torch.Tensor
-    fired: torch.Tensor
-    l0: torch.Tensor
+    total: Float[Tensor, ""]
+    parts: dict[str, Float[Tensor, ""]]
+    x_hat: Float[Tensor, "batch d_in"]
+    fired: Bool[Tensor, " d_sae"]
+    l0: Float[Tensor, ""]
+
+
+def sum_parts(parts: dict[str, Float[Tensor, ""]]) -> Float[Tensor, ""]:
+    """The total of the (non-empty) loss parts, for `LossOutput.total`."""
+    first, *rest = parts.values()
+    return sum(rest, first)
 
 
 @dataclass
@@ -69,6 +78,7 @@ class SAE(nn.Module, abc.ABC):
     architecture: ClassVar[str]
     traits: ClassVar[ArchitectureTraits]
     unit_norm_decoder: ClassVar[bool] = True
+    input_scale: Float[Tensor, ""]  # a buffer (registered in __init__)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -78,7 +88,9 @@ class SAE(nn.Module, abc.ABC):
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         if cfg.architecture != self.architecture:
-            raise ValueError(f"{type(self).__name__} needs architecture={self.architecture!r}, got {cfg.architecture!r}")
+            raise ValueError(
+                f"{type(self).__name__} needs architecture={self.architecture!r}, got {cfg.architecture!r}"
+            )
         self.cfg = cfg
         dtype = DTYPES[cfg.dtype]
         W_dec = torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype)
@@ -95,10 +107,10 @@ class SAE(nn.Module, abc.ABC):
 
     # ---- forward -------------------------------------------------------------------------------
 
-    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+    def scale_input(self, x: Float[Tensor, "*batch d_in"]) -> Float[Tensor, "*batch d_in"]:
         return x.to(self.W_enc.dtype) * self.input_scale
 
-    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         """Encoder pre-activations of raw inputs x [B, d_in]: one GEMM."""
         x_in = self.scale_input(x)
         if self.cfg.apply_b_dec_to_input:
@@ -106,31 +118,31 @@ class SAE(nn.Module, abc.ABC):
         return torch.addmm(self.b_enc, x_in, self.W_enc)
 
     @abc.abstractmethod
-    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+    def activate(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
         """Latent activations from pre-activations (inference rule of the architecture)."""
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         """Dense latent activations z [B, d_sae] of raw inputs x [B, d_in]."""
         return self.activate(self.pre_acts(x))
 
-    def decode_scaled(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_scaled(self, z: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_in"]:
         return z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_in"]:
         """Reconstruction in the input's units from dense latents z [B, d_sae]."""
         return self.decode_scaled(z) / self.input_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
         return self.decode(self.encode(x))
 
     @abc.abstractmethod
-    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
         """The training loss as named parts (their sum is `total`), for the generic trainer."""
 
     # ---- initialisation and optimiser hooks ----------------------------------------------------
 
     @torch.no_grad()
-    def init_from_data(self, x_sample: torch.Tensor, mean_norm: float | None = None) -> None:
+    def init_from_data(self, x_sample: Float[Tensor, "batch d_in"], mean_norm: float | None = None) -> None:
         """Set the input scale (E||x|| = sqrt(d_in), from `mean_norm` or the sample) and b_dec
         (the scaled sample's mean or geometric median, per `cfg.b_dec_init`)."""
         x = x_sample.to(self.W_enc.dtype)
@@ -151,7 +163,7 @@ class SAE(nn.Module, abc.ABC):
         rows = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
         self.W_dec.grad -= (self.W_dec.grad * rows).sum(1, keepdim=True) * rows
 
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+    def calibrate(self, batches: Iterable[Float[Tensor, "batch d_in"]]) -> None:
         """Fit inference-only statistics to the final weights on raw batches (after training; most
         architectures have none)."""
 
@@ -181,7 +193,7 @@ class SAE(nn.Module, abc.ABC):
         }
         return exported
 
-    def save(self, path: str | Path, sparsity: torch.Tensor | None = None) -> Path:
+    def save(self, path: str | Path, sparsity: Float[Tensor, " d_sae"] | None = None) -> Path:
         """Write cfg.json + sae_weights.safetensors (+ sparsity.safetensors, log10 firing frequency) atomically."""
         exported = self.inference_tensors()
         training_cfg = {k: v for k, v in self.cfg.to_dict().items() if k != "metadata"}
@@ -262,7 +274,7 @@ def fold_file_conventions(cfg_dict: dict[str, Any], tensors: dict[str, torch.Ten
 
 
 @torch.no_grad()
-def geometric_median(x: torch.Tensor, iters: int = 50, tol: float = 1e-6) -> torch.Tensor:
+def geometric_median(x: Float[Tensor, "batch d_in"], iters: int = 50, tol: float = 1e-6) -> Float[Tensor, " d_in"]:
     """Weiszfeld's algorithm: the point minimising the summed Euclidean distance to the rows of x."""
     median = x.mean(0)
     for _ in range(iters):

@@ -66,7 +66,8 @@ class SAEConfig:
         widths = self.prefix_widths()
         if widths != sorted(set(widths)) or widths[-1] != self.d_sae or widths[0] <= 0:
             raise ValueError(
-                f"matryoshka_widths must be strictly ascending positive widths ending at d_sae={self.d_sae}, got {widths}"
+                "matryoshka_widths must be strictly ascending positive widths ending at "
+                f"d_sae={self.d_sae}, got {widths}"
             )
 
     def prefix_widths(self) -> list[int]:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from visae.core.atomic import atomic_folder
 from visae.sae.registry import architecture_names, architecture_traits
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -34,7 +38,8 @@ def expected_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def write_sae_folder(
-    path: str | Path, cfg: dict[str, Any], tensors: dict[str, torch.Tensor], sparsity: torch.Tensor | None = None
+    path: str | Path, cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
+    sparsity: Float[Tensor, " d_sae"] | None = None,
 ) -> Path:
     """Write cfg.json + weights (+ sparsity) to `path`, replacing any previous folder atomically."""
     path = Path(path)
@@ -67,7 +72,7 @@ def read_sae_folder(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     return cfg, {k: v.to(dtype) for k, v in tensors.items()}
 
 
-def read_sparsity(path: str | Path) -> torch.Tensor | None:
+def read_sparsity(path: str | Path) -> Float[Tensor, " d_sae"] | None:
     """log10 firing frequency per latent, if the folder has it."""
     file = Path(path) / SPARSITY_FILE
     return read_safetensors(file)["sparsity"] if file.is_file() else None
@@ -94,7 +99,9 @@ def read_cfg(path: Path) -> dict[str, Any]:
             "the folder; fold the factor into the weights and set normalize_activations to 'none'"
         )
     if cfg.get("reshape_activations", "none") != "none":
-        raise ValueError(f"{file}: reshape_activations={cfg['reshape_activations']!r} is for attention heads; visae needs 'none'")
+        raise ValueError(
+            f"{file}: reshape_activations={cfg['reshape_activations']!r} is for attention heads; visae needs 'none'"
+        )
     return cfg
 
 

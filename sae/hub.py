@@ -155,7 +155,8 @@ def download_visae(ref: PretrainedSAE, revision: str | None = None, token: str |
     commit = manifest_path.parent.name  # snapshots/<commit>/: read every file from the same commit
     entry = manifest.get("saes", {}).get(ref.sae_id)
     if entry is None:
-        raise ValueError(f"{ref.repo_id} has no SAE {ref.sae_id!r}; it has {', '.join(sorted(manifest.get('saes', {})))}")
+        known = ", ".join(sorted(manifest.get("saes", {})))
+        raise ValueError(f"{ref.repo_id} has no SAE {ref.sae_id!r}; it has {known}")
     folder = None
     for name, info in entry["files"].items():
         try:
@@ -167,6 +168,8 @@ def download_visae(ref: PretrainedSAE, revision: str | None = None, token: str |
             ) from err
         verify_checksum(local, info["sha256"], f"{ref.repo_id}/{entry['path']}/{name}")
         folder = local.parent
+    if folder is None:
+        raise ValueError(f"{ref.repo_id}'s manifest lists no files for {ref.sae_id!r}; publish the SAE again")
     return folder
 
 
@@ -176,6 +179,7 @@ def converted_folder(source: Path) -> Path:
 
 
 def _saev_manifest_entry(ref: PretrainedSAE, revision: str | None, token: str | None) -> dict[str, Any]:
+    assert ref.manifest is not None  # called for releases with a manifest only
     lines = _hub_file(ref.repo_id, ref.manifest, revision, token).read_text().splitlines()
     rows = [json.loads(line) for line in lines if line.strip()]
     for row in rows:
@@ -188,7 +192,9 @@ def _saev_manifest_entry(ref: PretrainedSAE, revision: str | None, token: str | 
 def _prisma_files(ref: PretrainedSAE, revision: str | None, token: str | None) -> tuple[Path, Path]:
     if ref.path:
         return _hub_file(ref.repo_id, ref.path, revision, token), _hub_file(ref.repo_id, "config.json", revision, token)
-    snapshot = Path(snapshot_download(ref.repo_id, revision=revision, token=token, allow_patterns=["*.pt", "config.json"]))
+    snapshot = Path(
+        snapshot_download(ref.repo_id, revision=revision, token=token, allow_patterns=["*.pt", "config.json"])
+    )
     weights = sorted(snapshot.glob("*.pt"))
     if len(weights) != 1:
         raise ValueError(f"{ref.repo_id} holds {len(weights)} .pt files; name the one to use in the registry entry")

@@ -11,16 +11,20 @@ Decoder rows are kept at unit norm.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from visae.sae.base import SAE, LossOutput, TrainState
+from visae.sae.base import SAE, LossOutput, TrainState, sum_parts
 from visae.sae.registry import ArchitectureTraits
 from visae.sae.standard import squared_error
 
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
-def _rectangle(u: torch.Tensor) -> torch.Tensor:
+
+def _rectangle(u: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
     return ((u > -0.5) & (u < 0.5)).to(u.dtype)
 
 
@@ -28,13 +32,16 @@ class JumpReLUFunction(torch.autograd.Function):
     """pre * H(pre - threshold); gradient to pre where active, pseudo-gradient to threshold."""
 
     @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
+    def forward(ctx, pre: Float[Tensor, "batch d_sae"], threshold: Float[Tensor, " d_sae"],
+                bandwidth: float) -> Float[Tensor, "batch d_sae"]:
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
         return pre * (pre > threshold).to(pre.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(
+        ctx, grad_out: Float[Tensor, "batch d_sae"]
+    ) -> tuple[Float[Tensor, "batch d_sae"], Float[Tensor, " d_sae"], None]:
         pre, threshold = ctx.saved_tensors
         bw = ctx.bandwidth
         grad_pre = (pre > threshold).to(pre.dtype) * grad_out
@@ -46,13 +53,14 @@ class StepFunction(torch.autograd.Function):
     """H(pre - threshold) with a pseudo-gradient to threshold only (for the L0 penalty)."""
 
     @staticmethod
-    def forward(ctx, pre, threshold, bandwidth):
+    def forward(ctx, pre: Float[Tensor, "batch d_sae"], threshold: Float[Tensor, " d_sae"],
+                bandwidth: float) -> Float[Tensor, "batch d_sae"]:
         ctx.save_for_backward(pre, threshold)
         ctx.bandwidth = bandwidth
         return (pre > threshold).to(pre.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out: Float[Tensor, "batch d_sae"]) -> tuple[None, Float[Tensor, " d_sae"], None]:
         pre, threshold = ctx.saved_tensors
         bw = ctx.bandwidth
         grad_threshold = (-(1.0 / bw) * _rectangle((pre - threshold) / bw) * grad_out).sum(0)
@@ -74,10 +82,10 @@ class JumpReLUSAE(SAE):
         return math.sqrt(self.cfg.d_in)
 
     @property
-    def threshold(self) -> torch.Tensor:
+    def threshold(self) -> Float[Tensor, " d_sae"]:
         return self.log_threshold.exp()
 
-    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+    def activate(self, pre: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_sae"]:
         return pre * (pre > self.threshold).to(pre.dtype)
 
     def export_extra(self):
@@ -90,7 +98,7 @@ class JumpReLUSAE(SAE):
         super().load_inference_tensors(tensors)
         self.log_threshold.copy_(tensors["threshold"].clamp_min(0).log())
 
-    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
         target = self.scale_input(x)
         pre = self.pre_acts(x)
         bandwidth = self.cfg.jumprelu_bandwidth * self.unit_scale()
@@ -104,7 +112,7 @@ class JumpReLUSAE(SAE):
         }
         active = z != 0
         return LossOutput(
-            total=sum(parts.values()),
+            total=sum_parts(parts),
             parts=parts,
             x_hat=recon / self.input_scale,
             fired=active.any(0),

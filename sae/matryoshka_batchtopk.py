@@ -6,11 +6,16 @@ and later ones refine them. Prefix widths come from `cfg.prefix_widths()`. Loss 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+from torch import Tensor
 
 from visae.sae.batchtopk import BatchCode, BatchTopKSAE
 from visae.sae.registry import ArchitectureTraits
 from visae.sae.topk import fraction_unexplained
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
@@ -18,7 +23,8 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
                                 needs_calibration=True, saved_as="jumprelu", extra_tensors=("threshold",))
 
-    def reconstruction_parts(self, target: torch.Tensor, code: BatchCode) -> tuple[dict, torch.Tensor]:
+    def reconstruction_parts(self, target: Float[Tensor, "batch d_in"],
+                             code: BatchCode) -> tuple[dict[str, Float[Tensor, ""]], Float[Tensor, "batch d_in"]]:
         parts = {}
         recon = self.b_dec.expand_as(target)
         start = 0

@@ -40,7 +40,8 @@ def render_model_card(repo_id: str, manifest: dict[str, Any], base_model: str | 
         front["base_model"] = base
     rows = "\n".join(
         f"| `{sae_id}` | {s['architecture']} | {s.get('model_name') or '–'} | {s.get('hook_name') or '–'} "
-        f"| {s.get('token_kind') or '–'} | {s['d_sae']} | {_figure(s.get('fvu'), '.4f')} | {_figure(s.get('l0'), '.1f')} "
+        f"| {s.get('token_kind') or '–'} | {s['d_sae']} | {_figure(s.get('fvu'), '.4f')} "
+        f"| {_figure(s.get('l0'), '.1f')} "
         f"| {_figure(s.get('dead_fraction'), '.3f')} | {_figure(s.get('training_tokens'), ',')} |"
         for sae_id, s in sorted(saes.items())
     )

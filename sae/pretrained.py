@@ -49,7 +49,7 @@ def resolve(release_or_repo_id: str, sae_id: str) -> PretrainedSAE:
     fmt = entry.get("format", "visae")
     if fmt not in FORMATS:
         raise ValueError(f"release {release_or_repo_id} has unknown format {fmt!r}; expected one of {FORMATS}")
-    common = dict(format=fmt, model=entry.get("model"), release=release_or_repo_id)
+    common: dict[str, Any] = dict(format=fmt, model=entry.get("model"), release=release_or_repo_id)
     if entry.get("manifest"):
         return PretrainedSAE(repo_id=entry["repo_id"], sae_id=sae_id, manifest=entry["manifest"], **common)
     saes = {s["id"]: s for s in entry.get("saes", [])}

@@ -7,13 +7,18 @@ E||x|| = sqrt(d_in), and `l1` = sparsity_scale * l1_coeff * mean over tokens of 
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from visae.sae.base import SAE, LossOutput, TrainState
+from torch import Tensor
+
+from visae.sae.base import SAE, LossOutput, TrainState, sum_parts
 from visae.sae.registry import ArchitectureTraits
 
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
-def squared_error(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+
+def squared_error(target: Float[Tensor, "*batch d_in"], recon: Float[Tensor, "*batch d_in"]) -> Float[Tensor, ""]:
     """Mean over tokens of the squared error summed over dimensions."""
     return (recon - target).pow(2).sum(-1).mean()
 
@@ -26,10 +31,10 @@ class StandardSAE(SAE):
     def decoder_init_norm(self) -> float:
         return self.cfg.decoder_init_norm
 
-    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+    def activate(self, pre: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_sae"]:
         return pre.relu()
 
-    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
         target = self.scale_input(x)
         z = self.encode(x)
         recon = self.decode_scaled(z)
@@ -40,7 +45,7 @@ class StandardSAE(SAE):
         }
         active = z > 0
         return LossOutput(
-            total=sum(parts.values()),
+            total=sum_parts(parts),
             parts=parts,
             x_hat=recon / self.input_scale,
             fired=active.any(0),

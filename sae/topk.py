@@ -8,10 +8,12 @@ reconstructed from the k_aux largest pre-activations of dead latents.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
-from visae.sae.base import SAE, LossOutput, TrainState
+from visae.sae.base import SAE, LossOutput, TrainState, sum_parts
 from visae.sae.kernels.scratch import scratch
 from visae.sae.kernels.sparse_code import SparseCode
 from visae.sae.kernels.sparse_decode import decode_code, decode_topk
@@ -19,15 +21,19 @@ from visae.sae.kernels.sparse_encode import gather_pre_acts
 from visae.sae.kernels.topk_select import topk_indices
 from visae.sae.registry import ArchitectureTraits
 
+if TYPE_CHECKING:
+    from jaxtyping import Bool, Float, Int
 
-def fraction_unexplained(target: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+
+def fraction_unexplained(target: Float[Tensor, "batch d_in"], recon: Float[Tensor, "batch d_in"]) -> Float[Tensor, ""]:
     """Batch FVU: squared error over the squared deviation from the batch mean."""
     total = (target - target.mean(0)).pow(2).sum().clamp_min(1e-12)
     return (recon - target).pow(2).sum() / total
 
 
-def auxk_loss(sae: SAE, dead_pre: torch.Tensor, residual: torch.Tensor, dead_mask: torch.Tensor,
-              select: Callable[[SparseCode], torch.Tensor] | None = None, dead_count: int | None = None) -> torch.Tensor:
+def auxk_loss(sae: SAE, dead_pre: Float[Tensor, "batch d_sae"], residual: Float[Tensor, "batch d_in"],
+              dead_mask: Bool[Tensor, " d_sae"], select: Callable[[SparseCode], Float[Tensor, " nnz"]] | None = None,
+              dead_count: int | None = None) -> Float[Tensor, ""]:
     """Reconstruct the (detached) residual from the top-k_aux dead latents; scaled by the dead share.
 
     `dead_pre` are the pre-activations with live latents at -inf (see `mask_live`). `select(code)`
@@ -42,7 +48,8 @@ def auxk_loss(sae: SAE, dead_pre: torch.Tensor, residual: torch.Tensor, dead_mas
     return sae.cfg.aux_coeff * scale * fraction_unexplained(residual.detach(), recon)
 
 
-def mask_live(pre: torch.Tensor, dead_mask: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+def mask_live(pre: Float[Tensor, "*batch d_sae"], dead_mask: Bool[Tensor, " d_sae"],
+              in_place: bool = False) -> Float[Tensor, "*batch d_sae"]:
     """Pre-activations with every live (not dead) latent set to -inf, for AuxK's selection."""
     live = ~dead_mask.to(pre.device)
     return pre.masked_fill_(live, float("-inf")) if in_place else pre.masked_fill(live, float("-inf"))
@@ -54,23 +61,24 @@ class TopKSAE(SAE):
     architecture = "topk"
     traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0)
 
-    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_sparse(self, x: Float[Tensor, "batch d_in"]) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"]]:
         """(values [B, k], indices [B, k]) of the code of raw inputs x [B, d_in]."""
         return self.topk_code(self.pre_acts(x))
 
-    def topk_code(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def topk_code(self, pre: Float[Tensor, "batch d_sae"]) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"]]:
         indices = topk_indices(pre, self.cfg.k)
         return pre.gather(1, indices).relu(), indices
 
-    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+    def activate(self, pre: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_sae"]:
         values, indices = self.topk_code(pre)
         return torch.zeros_like(pre).scatter_(-1, indices, values)
 
-    def decode_sparse(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def decode_sparse(self, values: Float[Tensor, "batch k"],
+                      indices: Int[Tensor, "batch k"]) -> Float[Tensor, "batch d_in"]:
         """Reconstruction in the input's units from a TopK code, without a dense [B, d_sae] matmul."""
         return (decode_topk(values, indices, self.W_dec) + self.b_dec) / self.input_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
         return self.decode_sparse(*self.encode_sparse(x))
 
     def export_extra(self):
@@ -78,7 +86,7 @@ class TopKSAE(SAE):
         exported.cfg = {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}
         return exported
 
-    def training_losses(self, x: torch.Tensor, state: TrainState) -> LossOutput:
+    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
         # Pre-activations without autograd, into reused memory; only the kept ones are re-attached
         # to the graph (sparse backward, `sae.kernels.sparse_encode`).
         target = self.scale_input(x)
@@ -88,7 +96,7 @@ class TopKSAE(SAE):
             pre = torch.addmm(self.b_enc, x_in, self.W_enc,
                               out=scratch((x.shape[0], self.cfg.d_sae), self.W_enc.dtype, x.device))
 
-        def select(code: SparseCode) -> torch.Tensor:
+        def select(code: SparseCode) -> Float[Tensor, " nnz"]:
             return gather_pre_acts(x_in, self.W_enc, self.b_enc, pre, code, b_dec)
 
         code = SparseCode.from_topk(topk_indices(pre, self.cfg.k), self.cfg.d_sae)
@@ -100,7 +108,7 @@ class TopKSAE(SAE):
             dead_pre = mask_live(pre, state.dead_mask, in_place=True)
             parts["auxk"] = auxk_loss(self, dead_pre, target - recon, state.dead_mask, select, state.dead_count)
         return LossOutput(
-            total=sum(parts.values()),
+            total=sum_parts(parts),
             parts=parts,
             x_hat=recon / self.input_scale,
             fired=code.fired(values),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from visae.core import distributed
 from visae.core.atomic import atomic_path, write_atomic
 
@@ -118,7 +119,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def _numpy_state() -> tuple:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state()
+    assert isinstance(state, tuple)  # the legacy form: np.random's global generator is an MT19937
+    kind, keys, pos, has_gauss, cached = state
     return (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
 
 

@@ -6,23 +6,29 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
+
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
 from visae.core.reconstruction import ReconstructionStats
 from visae.training.config import TrainConfig
 from visae.training.data import BatchStream
 
+if TYPE_CHECKING:
+    from jaxtyping import Float
+
 CALIBRATION_BATCHES = 8  # batches that fit inference statistics (BatchTopK's threshold) after training
 SUMMARY_FIGURES = ("fvu", "mse", "l0", "dead_fraction", "dense_fraction_10")  # what a run records of its evaluation
 
 
-def calibrate(trainers, batches: Iterator[torch.Tensor]) -> None:
+def calibrate(trainers, batches: Iterator[Float[Tensor, "batch d_in"]]) -> None:
     """Fit every trainer's inference-only statistics on the same `CALIBRATION_BATCHES` batches."""
-    batches = [next(batches) for _ in range(CALIBRATION_BATCHES)]
+    drawn = [next(batches) for _ in range(CALIBRATION_BATCHES)]
     for trainer in trainers:
-        trainer.calibrate(batches)
+        trainer.calibrate(drawn)
 
 
 def training_metadata(cfg: TrainConfig, total_steps: int, summary: dict) -> dict:
@@ -32,7 +38,8 @@ def training_metadata(cfg: TrainConfig, total_steps: int, summary: dict) -> dict
 
 
 @torch.no_grad()
-def evaluate_summary(sae, cfg: TrainConfig, store, device: torch.device, seed: int) -> tuple[dict, torch.Tensor]:
+def evaluate_summary(sae, cfg: TrainConfig, store, device: torch.device,
+                     seed: int) -> tuple[dict, Float[Tensor, " d_sae"]]:
     """FVU, L0 and dead fraction (docs/metrics.md) on `cfg.eval_tokens` tokens drawn with another seed.
 
     The tokens come from the same store (not a held-out split); with a budget under one epoch many are
@@ -43,7 +50,7 @@ def evaluate_summary(sae, cfg: TrainConfig, store, device: torch.device, seed: i
 
 @torch.no_grad()
 def evaluate_many(saes: list, cfg: TrainConfig, store, device: torch.device, seed: int,
-                  gather: bool = False) -> list[tuple[dict, torch.Tensor]]:
+                  gather: bool = False) -> list[tuple[dict, Float[Tensor, " d_sae"]]]:
     """`evaluate_summary` for several SAEs on one pass over the evaluation tokens.
 
     Under torchrun each rank reads its share; with `gather` the shares are all-gathered so each rank

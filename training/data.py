@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
+
 from visae.activation_store.layout import canonical_hook
 from visae.activation_store.loader import ActivationLoader
 from visae.activation_store.store import ActivationStore
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 
 def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:
@@ -52,13 +58,13 @@ class BatchStream:
         self.loader, self.device = loader, device
         self._batches = self._generate()
 
-    def _generate(self) -> Iterator[torch.Tensor]:
+    def _generate(self) -> Generator[Float[Tensor, "batch d_in"], None, None]:
         while True:
             for x in self.loader:
                 if x.shape[0] == self.loader.batch_size:
                     yield x.to(self.device, torch.float32, non_blocking=True)
 
-    def __next__(self) -> torch.Tensor:
+    def __next__(self) -> Float[Tensor, "batch d_in"]:
         return next(self._batches)
 
     def __iter__(self):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from jaxtyping import Bool, Float
 
 
 class DeadLatentTracker:
@@ -16,15 +22,15 @@ class DeadLatentTracker:
         self.dead_after = int(dead_after)
         self.tokens_since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
 
-    def update(self, fired: torch.Tensor, n_tokens: int) -> None:
+    def update(self, fired: Bool[Tensor, " d_sae"], n_tokens: int) -> None:
         self.tokens_since_fired += n_tokens
         self.tokens_since_fired.masked_fill_(fired, 0)
 
     @property
-    def dead_mask(self) -> torch.Tensor:
+    def dead_mask(self) -> Bool[Tensor, " d_sae"]:
         return self.tokens_since_fired >= self.dead_after
 
-    def dead_fraction(self) -> torch.Tensor:
+    def dead_fraction(self) -> Float[Tensor, ""]:
         return self.dead_mask.float().mean()
 
     def state_dict(self) -> dict:

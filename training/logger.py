@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -26,8 +27,8 @@ class RunLogger:
     interrupted process after its last checkpoint) are dropped so the file reads as one run.
     """
 
-    def __init__(self, run_dir: Path, config: dict, mode: str, project: str, name: str, resume_step: int | None,
-                 enabled: bool = True):
+    def __init__(self, run_dir: Path, config: dict, mode: str, project: str, name: str | None,
+                 resume_step: int | None, enabled: bool = True):
         self.enabled = enabled
         self.path = Path(run_dir) / LOG_FILE
         self.wandb = None
@@ -39,8 +40,9 @@ class RunLogger:
         if mode != "disabled":
             import wandb
 
+            # cast: wandb also takes WANDB_MODE's legacy values (dryrun, run), which init's stub leaves out.
             self.wandb = wandb.init(project=project, name=name, id=_wandb_id(run_dir), resume="allow",
-                                    dir=str(run_dir), mode=mode, config=config)
+                                    dir=str(run_dir), mode=cast(Any, mode), config=config)
 
     def log(self, step: int, metrics: dict[str, float], firing_log10: np.ndarray | None = None) -> None:
         if not self.enabled:
@@ -54,9 +56,10 @@ class RunLogger:
         if self.wandb is not None:
             import wandb
 
-            payload = dict(metrics)
+            payload: dict[str, Any] = dict(metrics)
             if firing_log10 is not None:
-                payload["firing_log10_freq"] = wandb.Histogram(firing_log10)
+                # cast: Histogram histograms any array (np.histogram); its stub asks for a Sequence.
+                payload["firing_log10_freq"] = wandb.Histogram(cast(Any, firing_log10))
             self.wandb.log(payload, step=step)
 
     def finish(self, summary: dict[str, float]) -> None:

@@ -6,18 +6,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+from torch import Tensor
+
 from visae.core import distributed
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 
 class StepMetrics:
     """Running sums of scalar tensors; `flush` returns their window means with one host sync."""
 
     def __init__(self):
-        self.sums: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, Float[Tensor, ""]] = {}
         self.steps = 0
 
-    def add(self, values: dict[str, torch.Tensor]) -> None:
+    def add(self, values: dict[str, Float[Tensor, ""]]) -> None:
         for name, value in values.items():
             value = value.detach().float()
             self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
@@ -35,12 +42,13 @@ class StepMetrics:
         return dict(zip(names, means.tolist()))
 
 
-def batch_fvu_parts(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_fvu_parts(x: Float[Tensor, "batch d_in"],
+                    x_hat: Float[Tensor, "batch d_in"]) -> tuple[Float[Tensor, ""], Float[Tensor, ""]]:
     """Numerator and denominator of the per-batch FVU estimate (the mean taken over this batch)."""
     x, x_hat = x.float(), x_hat.float()
     return (x - x_hat).pow(2).sum(), (x - x.mean(0)).pow(2).sum()
 
 
-def log10_freq(freq: torch.Tensor) -> torch.Tensor:
+def log10_freq(freq: Float[Tensor, " d_sae"]) -> Float[Tensor, " d_sae"]:
     """log10(firing frequency + 1e-10), SAELens's `sparsity` convention."""
     return torch.log10(freq + 1e-10)

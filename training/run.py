@@ -8,11 +8,15 @@ Under torchrun every rank reads a disjoint share of the store and gradients are 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
+
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
 from visae.core.devices import resolve_device
@@ -37,6 +41,9 @@ from visae.training.run_dir import (
     saved_run_config,
 )
 from visae.training.trainer import SAETrainer
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
@@ -103,7 +110,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     return out
 
 
-def resume(run_dir: str | os.PathLike, overrides: list[str] = (), config_path: str | None = None) -> Path:
+def resume(run_dir: str | os.PathLike, overrides: Sequence[str] = (), config_path: str | None = None) -> Path:
     """Continue the run in `run_dir` from its checkpoint, refusing any change of config or store."""
     saved, location = saved_run_config(run_dir, "training run", "visae train --config CONFIG.yaml")
     return train(load_config(config_path or saved, [*overrides, *location]), resume=True)
@@ -143,7 +150,8 @@ def _restore(checkpoint: dict, trainer: SAETrainer, loader: ActivationLoader) ->
     return int(checkpoint["step"])
 
 
-def _init_from_first_batch(sae, stream: BatchStream, loader: ActivationLoader, batch_shares: list[int]) -> torch.Tensor:
+def _init_from_first_batch(sae, stream: BatchStream, loader: ActivationLoader,
+                           batch_shares: list[int]) -> Float[Tensor, "batch d_in"]:
     """Set the input scale and b_dec from the first global batch (which is then trained on); ranks start equal."""
     first = next(stream)
     sae.init_from_data(distributed.all_gather_rows(first, batch_shares), mean_norm=mean_norm(loader))
@@ -152,7 +160,7 @@ def _init_from_first_batch(sae, stream: BatchStream, loader: ActivationLoader, b
 
 
 def _log_window(trainer: SAETrainer, logger: RunLogger, bar, done: int, batch_size: int,
-                evaluation: tuple[dict, torch.Tensor] | None) -> None:
+                evaluation: tuple[dict, Float[Tensor, " d_sae"]] | None) -> None:
     """The one host sync of a logging window: metrics, eval figures and firing histogram, dead-latent refresh."""
     trainer.sync_buffers()
     trainer.refresh_dead()

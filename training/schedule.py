@@ -30,7 +30,8 @@ class WarmupDecay:
 def warmup_decay(total_steps: int, warmup_steps: int, warmup_max_fraction: float, decay_fraction: float) -> WarmupDecay:
     """The recipe's schedule, with the warm-up capped to a share of short runs."""
     warmup = min(warmup_steps, int(warmup_max_fraction * total_steps))
-    return WarmupDecay(total_steps=total_steps, warmup_steps=max(warmup, 0), decay_steps=int(decay_fraction * total_steps))
+    return WarmupDecay(total_steps=total_steps, warmup_steps=max(warmup, 0),
+                       decay_steps=int(decay_fraction * total_steps))
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: WarmupDecay) -> torch.optim.lr_scheduler.LambdaLR:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
+
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
 from visae.core.config import load_typed_config
@@ -36,12 +40,16 @@ from visae.training.checkpoint import (
 )
 from visae.training.closing_eval import calibrate, evaluate_many, training_metadata
 from visae.training.config import TrainConfig, resolve_defaults, sparsity_label, validate
+from visae.training.config import width as n_latents
 from visae.training.data import BatchStream, mean_norm, open_store
 from visae.training.logger import RunLogger
 from visae.training.metrics import log10_freq
 from visae.training.run_dir import check_same_run, create_run_dir, saved_run_config
 from visae.training.sweep_results import RESULTS_FILE, result_row, write_results
 from visae.training.trainer import SAETrainer
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 
 @dataclass
@@ -72,8 +80,10 @@ class SweepConfig(TrainConfig):
         return Path(self.out_dir) / (self.run_name or f"sweep-{self.hook}-{self.tokens}")
 
 
-def load_sweep_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> SweepConfig:
-    return validate(load_typed_config(SweepConfig, path, list(overrides)))
+def load_sweep_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> SweepConfig:
+    cfg = load_typed_config(SweepConfig, path, list(overrides))
+    validate(cfg)
+    return cfg
 
 
 def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:
@@ -106,7 +116,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     Checkpoints every `checkpoint_every_steps` (each rank writes the SAEs it owns); with `resume=True`
     the sweep continues from the last one and ends with the same weights as an uninterrupted sweep.
     """
-    cfg = validate(cfg)
+    validate(cfg)
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
     store, hook = open_store(cfg.store, cfg.hook)
@@ -121,7 +131,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     checkpoint = _prepare_sweep_dir(sweep_dir, cfg, store.fingerprint, resume)
 
     world, rank = distributed.world_size(), distributed.rank()
-    owners = distributed.assign_balanced([float(m.d_sae) for m in members], world)
+    owners = distributed.assign_balanced([float(n_latents(m, d_in)) for m in members], world)
     mine = [i for i, owner in enumerate(owners) if owner == rank]
     shares = [distributed.share(cfg.batch_size, world, r) for r in range(world)]
     loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[rank], seed=cfg.seed)
@@ -155,7 +165,8 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
         if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
             save_rank_checkpoint(sweep_dir, done, {
                 "step": done, "config": asdict(cfg), "store_fingerprint": store.fingerprint, "rng": rng_state(),
-                "loader": loader.state_dict(), "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
+                "loader": loader.state_dict(),
+                "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
     bar.close()
     # Decided over the whole grid, not this rank's share: every rank joins the batches' all-gather.
     if any(architecture_traits(m.architecture).needs_calibration for m in members):
@@ -168,6 +179,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     rows = []
     for (i, trainer), (summary, freq) in zip(trainers.items(), summaries):
         member = members[i]
+        assert member.run_name is not None  # named by expand_grid
         trainer.sae.cfg.metadata.update(training_metadata(member, total_steps, summary))
         trainer.sae.save(sweep_dir / "saes" / member.run_name, sparsity=log10_freq(freq))
         rows.append({**result_row(member, summary), "rank": rank})
@@ -180,7 +192,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     return sweep_dir
 
 
-def resume_sweep(sweep_dir: str | os.PathLike, overrides: list[str] = ()) -> Path:
+def resume_sweep(sweep_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:
     """Continue the sweep in `sweep_dir` from its last checkpoint, refusing any change of config or store."""
     saved, location = saved_run_config(sweep_dir, "sweep", "visae sweep --config SWEEP.yaml")
     return sweep(load_sweep_config(saved, [*overrides, *location]), resume=True)
@@ -207,7 +219,8 @@ def _restore(checkpoint: dict, members: list[TrainConfig], trainers: dict, loade
     return int(checkpoint["step"])
 
 
-def step_members(trainers: list[SAETrainer], x: torch.Tensor, step: int, pool: ThreadPoolExecutor | None = None) -> None:
+def step_members(trainers: list[SAETrainer], x: Float[Tensor, "batch d_in"], step: int,
+                 pool: ThreadPoolExecutor | None = None) -> None:
     """One optimizer step of every SAE on the same batch; several at once when given a thread pool.
 
     Each SAE only reads `x` and touches its own parameters, so the steps are independent and each

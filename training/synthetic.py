@@ -7,6 +7,7 @@ the setting SAEs are built for, so a trainer that works must reach a low FVU on 
 from __future__ import annotations
 
 import numpy as np
+
 from visae.activation_store.layout import TokenLayout
 from visae.activation_store.store import ActivationStore, ImageTable
 

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
+
 from visae.core import distributed
 from visae.core.reconstruction import ReconstructionStats
 from visae.sae import SAE, TrainState
 from visae.training.dead_latents import DeadLatentTracker
 from visae.training.metrics import StepMetrics, batch_fvu_parts
 from visae.training.schedule import WarmupDecay, lr_scheduler, sparsity_scale
+
+if TYPE_CHECKING:
+    from jaxtyping import Bool, Float
 
 
 class SAETrainer:
@@ -47,7 +53,8 @@ class SAETrainer:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
-    def step(self, x: torch.Tensor, step: int, share: float = 1.0, global_tokens: int | None = None) -> None:
+    def step(self, x: Float[Tensor, "batch d_in"], step: int, share: float = 1.0,
+             global_tokens: int | None = None) -> None:
         """One optimizer step on batch `x` (this rank's `share` of a `global_tokens` batch under data parallel)."""
         state = TrainState(sparsity_scale=sparsity_scale(step, self.total_steps, self.sparsity_warmup_fraction),
                            dead_mask=self.dead.dead_mask if self.n_dead else None, step=step, dead_count=self.n_dead)
@@ -81,7 +88,7 @@ class SAETrainer:
         """
         self.n_dead = int(self.dead.dead_mask.sum())
 
-    def _all_reduce(self, fired: torch.Tensor, share: float) -> torch.Tensor:
+    def _all_reduce(self, fired: Bool[Tensor, " d_sae"], share: float) -> Bool[Tensor, " d_sae"]:
         """Weighted gradient sum over ranks, with the fired masks OR-ed in the same collective."""
         fired_f = fired.float()
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -89,7 +96,7 @@ class SAETrainer:
         return fired_f > 0
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+    def evaluate(self, x: Float[Tensor, "batch d_in"]) -> tuple[dict[str, float], Float[Tensor, " d_sae"]]:
         """Inference-mode FVU and L0 on a batch, plus each latent's firing frequency on it (one host sync)."""
         stats = ReconstructionStats(x.shape[1], self.sae.cfg.d_sae, x.device)
         self.sae.eval()
@@ -102,7 +109,7 @@ class SAETrainer:
         return {"eval/fvu": result["fvu"], "eval/l0": result["l0"]}, stats.freq()
 
     def lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        return float(self.scheduler.get_last_lr()[0])  # a float LR (torch also allows tensor LRs)
 
     def state_dict(self) -> dict:
         return {"sae": {k: v.cpu() for k, v in self.sae.state_dict().items()}, "optimizer": self.optimizer.state_dict(),
@@ -115,7 +122,7 @@ class SAETrainer:
         self.dead.load_state_dict(state["dead"])
         self.n_dead = int(state["n_dead"])
 
-    def calibrate(self, batches: Iterable[torch.Tensor]) -> None:
+    def calibrate(self, batches: Iterable[Float[Tensor, "batch d_in"]]) -> None:
         """After training: fit the SAE's inference-only statistics (BatchTopK's threshold) to its final weights.
         Under data parallel, `sync_buffers` then averages them over ranks."""
         self.sae.eval()

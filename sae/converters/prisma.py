@@ -60,7 +60,9 @@ def convert_prisma(
     architecture, params = prisma_architecture(prisma_cfg)
     d_in, d_sae = tensors["W_enc"].shape
     if int(prisma_cfg.get("d_in", d_in)) != d_in:
-        raise ValueError(f"{config_path} says d_in={prisma_cfg['d_in']} but W_enc has shape {list(tensors['W_enc'].shape)}")
+        raise ValueError(
+            f"{config_path} says d_in={prisma_cfg['d_in']} but W_enc has shape {list(tensors['W_enc'].shape)}"
+        )
     source_hook = prisma_cfg.get("hook_point")
     metadata = {
         "model_name": model_name or prisma_cfg.get("model_name"),

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from jaxtyping import Shaped
 
 _local = threading.local()
 
 
-def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor | None:
+def scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Shaped[Tensor, "*shape"] | None:
     """An uninitialised CPU tensor of `shape` that the next call from this thread (same dtype) overwrites.
 
     None off the CPU and under autocast, so that `op(..., out=scratch(...))` allocates as usual there

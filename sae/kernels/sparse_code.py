@@ -8,18 +8,23 @@ encoder's and the decoder's backward passes share one sort.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from jaxtyping import Bool, Float, Int
 
 
-def bag_offsets(sorted_keys: torch.Tensor, n_bags: int) -> torch.Tensor:
+def bag_offsets(sorted_keys: Int[Tensor, " nnz"], n_bags: int) -> Int[Tensor, " n_bags"]:
     """Start offsets of each bag given bag keys sorted ascending (empty bags allowed, no host sync)."""
     counts = torch.zeros(n_bags, dtype=torch.long, device=sorted_keys.device)
     counts.index_add_(0, sorted_keys, torch.ones_like(sorted_keys))
     return torch.cumsum(counts, 0) - counts
 
 
-def sort_keys(keys: torch.Tensor, n_values: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sort_keys(keys: Int[Tensor, " nnz"], n_values: int) -> tuple[Int[Tensor, " nnz"], Int[Tensor, " nnz"]]:
     """Stable sort of integer keys in [0, n_values), on the narrowest dtype that holds them.
 
     A stable integer sort is a radix sort; narrower keys need fewer passes (int16 is ~4x faster than int64).
@@ -30,41 +35,44 @@ def sort_keys(keys: torch.Tensor, n_values: int) -> tuple[torch.Tensor, torch.Te
 
 
 class SparseCode:
-    """Flat (row, latent) pairs of a code, rows ascending; `k` is set when every row has exactly k pairs."""
+    """Flat (row, latent) pairs of a code, rows ascending; `k` is set when every row has exactly k pairs.
 
-    def __init__(self, rows: torch.Tensor, latents: torch.Tensor, n_rows: int, n_latents: int, k: int | None = None):
+    Shapes name the `n_rows` axis `batch` and the `n_latents` axis `d_sae`."""
+
+    def __init__(self, rows: Int[Tensor, " nnz"], latents: Int[Tensor, " nnz"], n_rows: int, n_latents: int,
+                 k: int | None = None):
         self.rows, self.latents = rows, latents
         self.n_rows, self.n_latents, self.k = n_rows, n_latents, k
 
     @classmethod
-    def from_topk(cls, indices: torch.Tensor, n_latents: int) -> SparseCode:
+    def from_topk(cls, indices: Int[Tensor, "batch k"], n_latents: int) -> SparseCode:
         """The code of a [batch, k] index tensor: k pairs per row."""
         batch, k = indices.shape
         rows = torch.arange(batch, device=indices.device).repeat_interleave(k)
         return cls(rows, indices.reshape(-1), batch, n_latents, k)
 
     @cached_property
-    def row_offsets(self) -> torch.Tensor:
+    def row_offsets(self) -> Int[Tensor, " batch"]:
         if self.k is not None:
             return torch.arange(0, self.n_rows * self.k, self.k, device=self.rows.device)
         return bag_offsets(self.rows, self.n_rows)
 
     @cached_property
-    def by_latent(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def by_latent(self) -> tuple[Int[Tensor, " nnz"], Int[Tensor, " nnz"], Int[Tensor, " d_sae"]]:
         """(order, rows[order], offsets): the pairs regrouped by latent, for per-latent sums."""
         sorted_latents, order = sort_keys(self.latents, self.n_latents)
         return order, self.rows[order], bag_offsets(sorted_latents, self.n_latents)
 
-    def gather(self, dense: torch.Tensor) -> torch.Tensor:
+    def gather(self, dense: Float[Tensor, "batch d_sae"]) -> Float[Tensor, " nnz"]:
         """dense[row, latent] for every pair, flat [nnz]."""
         if self.k is not None:
             return dense.gather(1, self.latents.view(self.n_rows, self.k)).view(-1)
         return dense[self.rows, self.latents]
 
-    def fired(self, values: torch.Tensor) -> torch.Tensor:
+    def fired(self, values: Float[Tensor, " nnz"]) -> Bool[Tensor, " d_sae"]:
         """bool[n_latents]: latents with a positive value anywhere in the code (no host sync)."""
         return self.latent_sums((values > 0).to(values.dtype)) > 0
 
-    def latent_sums(self, values: torch.Tensor) -> torch.Tensor:
+    def latent_sums(self, values: Float[Tensor, " nnz"]) -> Float[Tensor, " d_sae"]:
         """Per-latent sum of values [nnz] -> [n_latents]."""
         return torch.zeros(self.n_latents, dtype=values.dtype, device=values.device).index_add_(0, self.latents, values)

@@ -10,10 +10,16 @@ backward shares (`SparseCode.by_latent`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from visae.sae.kernels.sparse_code import SparseCode
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
 
 
 class GatherPreActs(torch.autograd.Function):
@@ -24,13 +30,18 @@ class GatherPreActs(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_in, W_enc, b_enc, b_dec, pre, code):
+    def forward(ctx, x_in: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_in d_sae"],
+                b_enc: Float[Tensor, " d_sae"], b_dec: Float[Tensor, " d_in"] | None,
+                pre: Float[Tensor, "batch d_sae"], code: SparseCode) -> Float[Tensor, " nnz"]:
         ctx.code = code
         ctx.save_for_backward(x_in, W_enc)
         return code.gather(pre)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad: Float[Tensor, " nnz"]) -> tuple[
+        None, Float[Tensor, "d_in d_sae"] | None, Float[Tensor, " d_sae"] | None, Float[Tensor, " d_in"] | None,
+        None, None,
+    ]:
         x_in, W_enc = ctx.saved_tensors
         code = ctx.code
         g = grad.to(W_enc.dtype).contiguous()
@@ -46,7 +57,8 @@ class GatherPreActs(torch.autograd.Function):
         return None, grad_W, grad_b_enc, grad_b_dec, None, None
 
 
-def gather_pre_acts(x_in: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, pre: torch.Tensor,
-                    code: SparseCode, b_dec: torch.Tensor | None = None) -> torch.Tensor:
+def gather_pre_acts(x_in: Float[Tensor, "batch d_in"], W_enc: Float[Tensor, "d_in d_sae"],
+                    b_enc: Float[Tensor, " d_sae"], pre: Float[Tensor, "batch d_sae"], code: SparseCode,
+                    b_dec: Float[Tensor, " d_in"] | None = None) -> Float[Tensor, " nnz"]:
     """Flat pre[pairs of code], differentiable in W_enc, b_enc (and b_dec) through a sparse backward."""
     return GatherPreActs.apply(x_in.detach(), W_enc, b_enc, b_dec, pre.detach(), code)

@@ -9,13 +9,19 @@ d_sae = 6144, k = 32 this halves the selection time. Ties are broken arbitrarily
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from jaxtyping import Float, Int
 
 GROUP = 8
 MIN_WIDTH = 512  # below this, one torch.topk is as fast as grouping
 
 
-def topk_indices(x: torch.Tensor, k: int) -> torch.Tensor:
+def topk_indices(x: Float[Tensor, "batch n"], k: int) -> Int[Tensor, "batch k"]:
     """Indices [rows, k] of the k largest entries of each row of x [rows, n], in no particular order."""
     rows, n = x.shape
     groups = n // GROUP
