@@ -18,21 +18,21 @@ BAD_FILE_POLICIES = ("skip", "fail")
 class HarvestConfig:
     """What to harvest and how. `visae harvest --help` describes every field."""
 
-    out: str = MISSING  # local path or s3://bucket/path
-    model: str = "visae:toy-vit-shapes"
-    images: str = "shapes:n=512,seed=0"
-    hooks: list[str] = field(default_factory=lambda: ["blocks.-1.resid_post"])
-    weights: Optional[str] = None
-    tokens: str = "all"
-    n_images: Optional[int] = None  # None: every readable image of the source
+    out: str = MISSING  # where to write the store: a local path or s3://bucket/path
+    model: str = "visae:toy-vit-shapes"  # model spec, e.g. timm:vit_base_patch16_224 or open_clip:ViT-B-32/openai
+    images: str = "shapes:n=512,seed=0"  # image source: a folder, list:FILE.txt, skimage, or shapes:n=1000,seed=0
+    hooks: list[str] = field(default_factory=lambda: ["blocks.-1.resid_post"])  # hook points, e.g. blocks.-1.resid_post
+    weights: Optional[str] = None  # local weights file (safetensors, or a timm/open_clip checkpoint)
+    tokens: str = "all"  # which tokens to keep: all, cls, registers or patches
+    n_images: Optional[int] = None  # harvest the first N readable images (None: every one)
     batch_size: int = 64  # images per forward pass, and per store chunk
-    dtype: str = "float16"
-    compression: str = "none"
-    bad_files: str = "skip"
+    dtype: str = "float16"  # stored dtype: float16 or bfloat16
+    compression: str = "none"  # chunk compression: none or zstd
+    bad_files: str = "skip"  # unreadable images: skip (recording the file and the reason) or fail
     num_workers: int = 4  # image-decoding threads
-    device: str = "cpu"
-    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for remote stores
-    progress: bool = True
+    device: str = "cpu"  # torch device for the model
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of an s3:// store, e.g. {anon: true}
+    progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:
         for name, value, choices in (("tokens", self.tokens, TOKEN_KINDS), ("dtype", self.dtype, DTYPES),

@@ -7,7 +7,7 @@ import os
 import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TypeVar
+from typing import Iterator, TypeVar, cast
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -21,10 +21,11 @@ def load_typed_config(schema: type[T], yaml_path: str | os.PathLike | None = Non
     """`schema`'s defaults <- the YAML file <- each layer in turn, as a `schema` instance.
 
     A layer is a dict of set values (None entries are skipped, so unset command-line flags change
-    nothing) or a list of `key=value` strings (`--set` style; dotted keys reach nested fields).
+    nothing) or a list of `key=value` strings (dotted keys reach nested fields).
     """
     with _named_errors(schema, yaml_path):
-        return OmegaConf.to_object(_merge(schema, yaml_path, layers))
+        # omegaconf types `to_object` as any container; a structured config of `schema` gives a `schema` instance
+        return cast(T, OmegaConf.to_object(_merge(schema, yaml_path, layers)))
 
 
 def typed_config_values(schema: type, yaml_path: str | os.PathLike | None = None, *layers: dict | list[str]) -> dict:
@@ -32,18 +33,21 @@ def typed_config_values(schema: type, yaml_path: str | os.PathLike | None = None
     (nested dataclasses as dicts) that builds nothing: required fields set nowhere hold `MISSING` and no
     `__post_init__` runs, so command-line flags can still complete the settings (service.cli)."""
     with _named_errors(schema, yaml_path):
-        return OmegaConf.to_container(_merge(schema, yaml_path, layers))
+        # omegaconf types `to_container` as any container; a DictConfig gives a dict
+        return cast(dict, OmegaConf.to_container(_merge(schema, yaml_path, layers)))
 
 
 def _merge(schema: type, yaml_path: str | os.PathLike | None, layers: tuple) -> DictConfig:
     if yaml_path is not None and not Path(yaml_path).is_file():
         raise FileNotFoundError(f"config file {yaml_path} does not exist")
-    sources = [OmegaConf.load(yaml_path) if yaml_path is not None else {},
+    sources = [OmegaConf.load(Path(yaml_path)) if yaml_path is not None else {},
                *(OmegaConf.from_dotlist(list(layer)) if isinstance(layer, (list, tuple))
                  else {k: v for k, v in layer.items() if v is not None} for layer in layers)]
-    return OmegaConf.merge(OmegaConf.structured(schema),
-                           *(_whole_floats_to_int(schema, OmegaConf.to_container(OmegaConf.create(source)))
-                             for source in sources))
+    # omegaconf types `merge`, `create` and `to_container` as any config or container; every source here is a
+    # mapping, so each gives a DictConfig or a dict
+    values = (cast(dict, OmegaConf.to_container(OmegaConf.create(source))) for source in sources)
+    merged = OmegaConf.merge(OmegaConf.structured(schema), *(_whole_floats_to_int(schema, v) for v in values))
+    return cast(DictConfig, merged)
 
 
 @contextmanager
@@ -68,7 +72,7 @@ def _whole_floats_to_int(schema: type, values: dict) -> dict:
     hints = typing.get_type_hints(schema)
     for name, value in values.items():
         hint = hints.get(name)
-        if isinstance(value, dict) and dataclasses.is_dataclass(hint):
+        if isinstance(value, dict) and isinstance(hint, type) and dataclasses.is_dataclass(hint):
             _whole_floats_to_int(hint, value)
         elif isinstance(value, list) and typing.get_origin(hint) is list:
             values[name] = [_as_int(item, typing.get_args(hint)[0]) for item in value]

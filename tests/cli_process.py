@@ -5,13 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-# `visae train|sweep ...` with only that sub-command registered: the full CLI imports every command's
-# module (the model zoo, the server), which costs tens of seconds per process on a busy CPU.
-COMMAND = """import argparse, importlib, sys
-parser = argparse.ArgumentParser(prog="visae")
-importlib.import_module("visae.service.commands." + sys.argv[1]).register(parser.add_subparsers())
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args) or 0)
+# `visae train|sweep ...` through `visae.service.cli.main`, which imports only that command's module (the
+# model zoo or the server cost tens of seconds per process on a busy CPU).
+COMMAND = """import sys
+from visae.service.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -30,3 +28,12 @@ def visae_command(args: list[str], tmp_path: Path, nproc: int = 1, wait: bool = 
         assert proc.returncode == 0, err[-4000:]
     return proc
 
+
+def flags(overrides: list[str]) -> list[str]:
+    """`key=value` / `key=[a,b]` settings as the command's flags: `--key value` / `--key a b`."""
+    args = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        values = value[1:-1].split(",") if value.startswith("[") else [value]
+        args += [f"--{key}", *values]
+    return args

@@ -48,7 +48,7 @@ def _train(root: Path, store: Path, hook: str, name: str) -> Path:
               "checkpoint_every_steps": 32}
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    _run("train", str(path))
+    _run("train", "--config", str(path))
     return next(p.parent for p in (root / "runs" / name).rglob("cfg.json"))
 
 
@@ -57,7 +57,7 @@ def build_dictionaries(root: Path) -> Built:
     """Both dictionaries under `root`, built once per process."""
     weights, store = root / "tiny-vit.safetensors", root / "store.zarr"
     _save_model_weights(weights)
-    _run("harvest", "--model", MODEL, "--weights", str(weights), "--images", IMAGES, "--hooks", f"{HOOK},{MLP_HOOK}",
+    _run("harvest", "--model", MODEL, "--weights", str(weights), "--images", IMAGES, "--hooks", HOOK, MLP_HOOK,
          "--out", str(store), "--batch-size", "32", "--num-workers", "1")
     resid, mlp = _train(root, store, HOOK, "resid"), _train(root, store, MLP_HOOK, "mlp")
     for sae_dir in (resid, mlp):

@@ -148,7 +148,7 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> TrainConfig:
-    """A validated TrainConfig from a YAML file plus `key=value` overrides (`--set` on the command line)."""
+    """A validated TrainConfig from a YAML file plus `key=value` overrides (dotted keys reach nested fields)."""
     return validate(load_typed_config(TrainConfig, path, list(overrides)))
 
 

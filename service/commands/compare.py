@@ -3,26 +3,33 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+from omegaconf import MISSING
+from tyro.conf import Positional, arg
+
+from visae.service.cli import Command
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "compare", help="compare two dictionaries: MMCS, Hungarian matching, feature splitting",
-        description="Compare the decoder directions of two SAE folders trained on the same hook width. Prints a JSON "
-                    "object; with different widths it also says which wide latents descend from which narrow one.")
-    p.add_argument("a", help="first SAE folder")
-    p.add_argument("b", help="second SAE folder")
-    p.add_argument("--split-threshold", type=float, default=0.5,
-                   help="minimum decoder cosine for a wide latent to count as a child of a narrow one (default 0.5)")
-    p.add_argument("--out", help="also write the full result (matching and parent of every latent) to this JSON file")
-    p.set_defaults(func=run)
+@dataclass
+class CompareOptions:
+    a: Annotated[Positional[str], arg(metavar="A")] = MISSING  # first SAE folder
+    b: Annotated[Positional[str], arg(metavar="B")] = MISSING  # second SAE folder, trained on the same hook width
+    split_threshold: float = 0.5  # minimum decoder cosine for a wide latent to count as a child of a narrow one
+    out: Optional[str] = None  # also write the full result (matching and parent of every latent) to this JSON file
 
 
-def run(args: argparse.Namespace) -> int:
+def run(options: CompareOptions) -> int:
     from visae.eval.dictionary_comparison import compare_dictionaries
 
-    result = compare_dictionaries(args.a, args.b, split_threshold=args.split_threshold, out=args.out)
+    result = compare_dictionaries(options.a, options.b, split_threshold=options.split_threshold, out=options.out)
     print(json.dumps(result["summary"], indent=2))
     return 0
+
+
+COMMAND = Command(
+    CompareOptions, run, help="compare two dictionaries: MMCS, Hungarian matching, feature splitting",
+    description="Compare the decoder directions of two SAE folders trained on the same hook width. Prints a JSON "
+                "object; with different widths it also says which wide latents descend from which narrow one.")

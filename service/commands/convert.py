@@ -1,28 +1,38 @@
-"""`visae convert`: turn a local saev `sae.pt` or ViT-Prisma checkpoint (+ config.json) into a visae
+"""`visae convert SOURCE OUT`: turn a local saev `sae.pt` or ViT-Prisma checkpoint (+ config.json) into a visae
 SAE folder, recording the conversion in cfg.json metadata. Files needing full unpickling are refused."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from typing import Annotated, Literal, Optional
+
+from omegaconf import MISSING
+from tyro.conf import Positional, arg
+
+from visae.service.cli import Command
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "convert", help="convert a saev or ViT-Prisma SAE checkpoint to visae's format",
-        description="Read a foreign SAE checkpoint with torch.load(weights_only=True) only, map its hook name to "
-                    "visae's, and write a visae SAE folder (SAELens format).")
-    p.add_argument("source", help="checkpoint file: saev sae.pt, or a ViT-Prisma .pt with config.json beside it")
-    p.add_argument("out", help="SAE folder to write")
-    p.add_argument("--format", choices=("saev", "prisma"), help="source format (default: recognised from the file)")
-    p.add_argument("--config", help="ViT-Prisma config.json (default: next to the checkpoint)")
-    p.add_argument("--hook", help="visae hook name, e.g. blocks.-2.resid_post (default: from the source config)")
-    p.add_argument("--model", help="visae model spec the SAE was trained on, e.g. open_clip:ViT-B-16/openai")
-    p.set_defaults(func=run)
+@dataclass
+class ConvertOptions:
+    source: Annotated[Positional[str], arg(metavar="SOURCE")] = MISSING
+    """checkpoint file: a saev sae.pt, or a ViT-Prisma .pt with config.json beside it"""
+    out: Annotated[Positional[str], arg(metavar="OUT")] = MISSING  # SAE folder to write
+    format: Optional[Literal["saev", "prisma"]] = None  # source format (None: recognised from the file)
+    prisma_config: Optional[str] = None  # the ViT-Prisma config.json (None: the one next to the checkpoint)
+    hook: Optional[str] = None  # visae hook name, e.g. blocks.-2.resid_post (None: from the source's config)
+    model: Optional[str] = None  # visae model spec the SAE was trained on, e.g. open_clip:ViT-B-16/openai
 
 
-def run(args: argparse.Namespace) -> int:
+def run(options: ConvertOptions) -> int:
     from visae.sae.converters import convert_file
 
-    sae = convert_file(args.source, fmt=args.format, hook_name=args.hook, model_name=args.model, config=args.config)
-    print(sae.save(args.out))
+    sae = convert_file(options.source, fmt=options.format, hook_name=options.hook, model_name=options.model,
+                       config=options.prisma_config)
+    print(sae.save(options.out))
     return 0
+
+
+COMMAND = Command(
+    ConvertOptions, run, help="convert a saev or ViT-Prisma SAE checkpoint to visae's format",
+    description="Read a foreign SAE checkpoint with torch.load(weights_only=True) only, map its hook name to "
+                "visae's, and write a visae SAE folder (SAELens format).")

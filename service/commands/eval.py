@@ -1,54 +1,31 @@
-"""`visae eval`: measure a dictionary (reconstruction, sparsity, spliced downstream effect, interpretability) and
-write SAE_DIR/eval: summary.json, features.parquet, top.safetensors, thumbs/ and a self-contained report.html."""
+"""`visae eval DICTIONARY`: measure a dictionary (reconstruction, sparsity, spliced downstream effect,
+interpretability) and write DICTIONARY/eval: summary.json, features.parquet, top.safetensors, thumbs/ and a
+self-contained report.html."""
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
+from typing import Annotated
 
-_FLAGS = ("sae_dir", "store", "model", "images", "weights", "hook", "max_images", "batch_images", "top_k",
-          "n_quantiles", "downstream_images", "vocabulary", "report_features", "device")
+from omegaconf import MISSING
+from tyro.conf import Positional, arg
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "eval", help="evaluate a dictionary and write its feature table and HTML report",
-        description="Evaluate an SAE folder on an activation store (or on a model and image source, harvested to a "
-                    "temporary store) and write SAE_DIR/eval. Metrics follow design.md §5; the summary figures are "
-                    "also written into the SAE's cfg.json metadata.")
-    p.add_argument("sae_dir", help="SAE folder (cfg.json + sae_weights.safetensors)")
-    p.add_argument("--store", help="activation store holding the SAE's hook (path or s3://...)")
-    p.add_argument("--model", help="model spec to harvest from instead of a store (with --images)")
-    p.add_argument("--images", help="image source to harvest from instead of a store (with --model)")
-    p.add_argument("--weights", help="local model weights file")
-    p.add_argument("--hook", help="hook point (default: the SAE's metadata hook_name)")
-    p.add_argument("--max-images", type=int, help="evaluate the first N images (default: all)")
-    p.add_argument("--batch-images", type=int, help="images per batch (default 64)")
-    p.add_argument("--top-k", type=int, help="top images / patches kept per latent (default 16)")
-    p.add_argument("--n-quantiles", type=int, help="activation-quantile samples per latent (default 8)")
-    p.add_argument("--downstream-images", type=int, help="images for the spliced forward passes (default 256)")
-    p.add_argument("--no-model", action="store_true",
-                   help="skip the model passes (spliced downstream effect, monosemanticity, text labels)")
-    p.add_argument("--vocabulary", help="text file of concepts, one per line, for CLIP text labels")
-    p.add_argument("--compare-to", nargs="+", default=None, metavar="SAE_DIR",
-                   help="other evaluated dictionaries to place on the report's L0/FVU plot")
-    p.add_argument("--report-features", type=int, help="top-ranked features shown in the report (default 24)")
-    p.add_argument("--device", help="torch device (default cpu)")
-    p.add_argument("--config", help="YAML file of EvalConfig fields; flags and KEY=VALUE overrides win over it")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any EvalConfig field, e.g. --set progress=false (repeatable)")
-    p.set_defaults(func=run)
+from visae.eval.config import EvalConfig
+from visae.service.cli import Command
 
 
-def run(args: argparse.Namespace) -> int:
-    from visae.eval.config import load_eval_config
+@dataclass
+class EvalArguments(EvalConfig):
+    """EvalConfig with the dictionary given positionally."""
+
+    sae_dir: Annotated[Positional[str], arg(metavar="DICTIONARY")] = MISSING
+    """SAE folder to evaluate (cfg.json + sae_weights.safetensors)"""
+
+
+def run(cfg: EvalArguments) -> int:
     from visae.eval.evaluate import evaluate
 
-    flags = {name: getattr(args, name) for name in _FLAGS}
-    flags["compare_to"] = args.compare_to
-    if args.no_model:
-        flags["model_passes"] = False
-    results = evaluate(load_eval_config(args.config, flags, args.overrides))
-    print(describe(results))
+    print(describe(evaluate(cfg)))
     return 0
 
 
@@ -68,3 +45,10 @@ def describe(results) -> str:
         lines.append(f"Coverage@0.9 {s['coverage_0_9']:.3f}")
     lines.append(f"report     {results.report_path}")
     return "\n".join(lines)
+
+
+COMMAND = Command(
+    EvalArguments, run, help="evaluate a dictionary and write its feature table and HTML report",
+    description="Evaluate an SAE folder on an activation store (--store), or on a model and image source "
+                "(--model with --images, harvested to a temporary store), and write DICTIONARY/eval. Metrics follow "
+                "docs/metrics.md; the summary figures are also written into the SAE's cfg.json metadata.")

@@ -386,6 +386,6 @@ def test_cli_errors_are_clean(tmp_path, capsys):
 
 
 def test_cli_binds_loopback_by_default():
-    from visae.service.cli import build_parser
+    from visae.service.cli import parse_command
 
-    assert build_parser().parse_args(["serve", "x"]).host == "127.0.0.1"
+    assert parse_command(["serve", "x"])[0].host == "127.0.0.1"

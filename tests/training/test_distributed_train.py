@@ -6,19 +6,13 @@ closing FVU within 3%.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from cli_process import visae_command
 
 from visae.training.logger import read_log
 from visae.training.synthetic import synthetic_store
-
-from cli_process import visae_command
-
 
 
 @pytest.mark.slow
@@ -30,8 +24,8 @@ def test_two_rank_data_parallel_matches_single_process(tmp_path):
            "checkpoint_every_steps": 50, "eval_tokens": 4096, "wandb_mode": "disabled", "out_dir": str(tmp_path)}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    visae_command(["train", str(path), "--set", "run_name=dp"], tmp_path, nproc=2)
-    visae_command(["train", str(path), "--set", "run_name=single"], tmp_path)
+    visae_command(["train", "--config", str(path), "--run-name", "dp"], tmp_path, nproc=2)
+    visae_command(["train", "--config", str(path), "--run-name", "single"], tmp_path)
 
     dp, single = read_log(tmp_path / "dp"), read_log(tmp_path / "single")
     assert [r["step"] for r in dp] == [r["step"] for r in single]

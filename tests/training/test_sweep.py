@@ -6,16 +6,15 @@ import time
 
 import pytest
 import torch
+from cli_process import flags, visae_command
 from PIL import Image
 from safetensors.torch import load_file
 
-from visae.sae import SAE
 from visae.core.distributed import assign_balanced
+from visae.sae import SAE
 from visae.training.sweep import expand_grid, load_sweep_config, sweep
 from visae.training.sweep_results import read_results
 from visae.training.synthetic import synthetic_store
-
-from cli_process import visae_command
 
 HOOK = "blocks.0.resid_post"
 GRID = ["grid.architecture=[topk,standard]", "grid.k=[2,4]", "grid.expansion_factor=[2,3]"]
@@ -69,7 +68,7 @@ def test_one_pass_writes_table_plot_and_dictionaries(single):
 
 @pytest.mark.slow
 def test_two_rank_sharded_sweep_trains_each_sae_once_like_one_process(single, store, tmp_path):
-    visae_command(["sweep", *[a for o in _overrides(store, tmp_path, "sharded") for a in ("--set", o)]], tmp_path, nproc=2)
+    visae_command(["sweep", *flags(_overrides(store, tmp_path, "sharded"))], tmp_path, nproc=2)
     sharded = {r["name"]: r for r in read_results(tmp_path / "sharded")}
     reference = {r["name"]: r for r in read_results(single)}
     assert sharded.keys() == reference.keys()
@@ -83,7 +82,7 @@ def test_two_rank_sharded_sweep_trains_each_sae_once_like_one_process(single, st
 def test_kill9_then_resume_sweep_gives_identical_weights(store, tmp_path):
     """A sweep killed just after a checkpoint and resumed ends bit-identical to an uninterrupted one."""
     long = ["total_tokens=76800", "checkpoint_every_steps=7"]
-    sets = lambda name: [a for o in [*_overrides(store, tmp_path, name), *long] for a in ("--set", o)]  # noqa: E731
+    sets = lambda name: flags([*_overrides(store, tmp_path, name), *long])  # noqa: E731
     visae_command(["sweep", *sets("straight")], tmp_path)
 
     killed = tmp_path / "killed"
@@ -113,7 +112,7 @@ def test_two_rank_sweep_with_batchtopk_on_one_rank_only_finishes(store, tmp_path
     """Only BatchTopK calibrates after training; the rank without one must still join the batches' gather."""
     overrides = [*_overrides(store, tmp_path, "mixed")[:-len(GRID)], "grid.architecture=[batchtopk,topk]",
                  "grid.k=[4]", "grid.expansion_factor=[2]", "total_tokens=5120"]
-    proc = visae_command(["sweep", *[a for o in overrides for a in ("--set", o)]], tmp_path, nproc=2, wait=False)
+    proc = visae_command(["sweep", *flags(overrides)], tmp_path, nproc=2, wait=False)
     try:
         _, err = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:

@@ -8,8 +8,8 @@ import torch
 from visae.sae import SAE
 from visae.training.config import load_config
 from visae.training.logger import read_log
-from visae.training.synthetic import synthetic_store
 from visae.training.run import train
+from visae.training.synthetic import synthetic_store
 
 HOOK = "blocks.0.resid_post"
 

@@ -5,9 +5,9 @@ import yaml
 
 from visae.service.cli import run_command
 from visae.training.config import TrainConfig, default_lr, load_config, resolve_defaults
+from visae.training.run import resume, train
 from visae.training.schedule import sparsity_scale, warmup_decay
 from visae.training.synthetic import synthetic_store
-from visae.training.run import resume, train
 
 HOOK = "blocks.0.resid_post"
 
@@ -57,7 +57,8 @@ def test_recipe_defaults_scale_lr_with_width_and_input_dimension():
     assert default_lr("topk", 2**14, 3072) == pytest.approx(1e-4)
     assert default_lr("standard", 2**14, 96) == pytest.approx(5e-5)  # the L1 anchor's LR, no d_in factor
     jump = resolve_defaults(load_config(None, ["store=s", f"hook={HOOK}", "architecture=jumprelu"]), d_in=64)
-    assert jump.adam_betas == [0.0, 0.999] and jump.sparsity_warmup_fraction > 0
+    assert jump.adam_betas == [0.0, 0.999]
+    assert jump.sparsity_warmup_fraction is not None and jump.sparsity_warmup_fraction > 0
 
 
 def test_schedule_warms_up_holds_and_decays():

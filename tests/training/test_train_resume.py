@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cli_process import visae_command
+
 from visae.training.synthetic import synthetic_store
 
 HOOK = "blocks.0.resid_post"
@@ -16,8 +16,8 @@ HOOK = "blocks.0.resid_post"
 def _config(tmp_path: Path, store: Path, out_dir: str) -> Path:
     cfg = {"store": str(store), "hook": HOOK, "architecture": "topk", "k": 4, "expansion_factor": 4,
            "total_tokens": 256 * 300, "batch_size": 256, "checkpoint_every_steps": 7, "log_every_steps": 5,
-           "eval_every_steps": 10, "eval_tokens": 2048, "dead_after_tokens": 256 * 10, "out_dir": str(tmp_path / out_dir),
-           "run_name": "run", "wandb_mode": "disabled"}
+           "eval_every_steps": 10, "eval_tokens": 2048, "dead_after_tokens": 256 * 10,
+           "out_dir": str(tmp_path / out_dir), "run_name": "run", "wandb_mode": "disabled"}
     path = tmp_path / f"{out_dir}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -27,11 +27,11 @@ def _config(tmp_path: Path, store: Path, out_dir: str) -> Path:
 def test_kill9_then_resume_is_bit_identical(tmp_path):
     store = tmp_path / "store.zarr"
     synthetic_store(str(store), d=32, n_images=64)
-    visae_command(["train", str(_config(tmp_path, store, "straight"))], tmp_path)
+    visae_command(["train", "--config", str(_config(tmp_path, store, "straight"))], tmp_path)
 
     killed_cfg = _config(tmp_path, store, "killed")
     run_dir = tmp_path / "killed" / "run"
-    proc = visae_command(["train", str(killed_cfg)], tmp_path, wait=False)
+    proc = visae_command(["train", "--config", str(killed_cfg)], tmp_path, wait=False)
     deadline = time.time() + 240
     while not (run_dir / "checkpoint.pt").exists():
         assert proc.poll() is None, "the run ended before its first checkpoint"

@@ -15,6 +15,15 @@ def dense_reference_loss(sae, x, dead):
     return fraction_unexplained(target, recon) + auxk_loss(sae, mask_live(pre, dead), target - recon, dead)
 
 
+def cloned_grads(sae: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter's gradient (each must have one)."""
+    grads = {}
+    for name, p in sae.named_parameters():
+        assert p.grad is not None, name
+        grads[name] = p.grad.clone()
+    return grads
+
+
 def test_sparse_backward_matches_dense_autograd():
     torch.manual_seed(0)
     sae = create_sae(SAEConfig(architecture="topk", d_in=24, d_sae=96, k=6, k_aux=16, dtype="float64"))
@@ -23,7 +32,7 @@ def test_sparse_backward_matches_dense_autograd():
     dead = torch.rand(96) < 0.3
 
     dense_reference_loss(sae, x, dead).backward()
-    expected = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    expected = cloned_grads(sae)
     sae.zero_grad()
     out = sae.training_losses(x, TrainState(1.0, dead, 0))
     out.total.backward()
@@ -44,7 +53,7 @@ def test_auxk_limited_to_the_dead_count_gives_the_same_loss_and_gradients():
         sae.zero_grad()
         out = sae.training_losses(x, TrainState(1.0, dead, 0, dead_count=count))
         out.total.backward()
-        results.append((out.parts["auxk"].detach(), {n: p.grad.clone() for n, p in sae.named_parameters()}))
+        results.append((out.parts["auxk"].detach(), cloned_grads(sae)))
     (full, full_grads), (limited, limited_grads) = results
     assert full > 0
     torch.testing.assert_close(limited, full)
