@@ -138,7 +138,8 @@ def scan_source(source: ImageSource, n_wanted: int | None, bad_files: str, worke
     n_wanted = len(source) if n_wanted is None else n_wanted
     kept: list[int] = []
     ids, labels, skipped = [], [], []
-    with ThreadPoolExecutor(workers) as pool, tqdm(total=n_wanted, desc="scan images", unit="img", disable=not progress) as bar:
+    with (ThreadPoolExecutor(workers) as pool,
+          tqdm(total=n_wanted, desc="scan images", unit="img", disable=not progress) as bar):
         for start in range(0, len(source), SCAN_BLOCK):
             indices = range(start, min(start + SCAN_BLOCK, len(source)))
             for i, (image_id, label, error) in zip(indices, pool.map(lambda i: _probe(source, i), indices)):
@@ -169,7 +170,13 @@ def _probe(source: ImageSource, i: int) -> tuple[str, int, str | None]:
 def _patch_labels(source: ImageSource, kept: list[int], grid: tuple[int, int]) -> dict[str, np.ndarray]:
     if not kept or grid[0] * grid[1] == 0 or source.patch_labels(kept[0], grid) is None:
         return {}
-    per_image = [source.patch_labels(i, grid) for i in kept]
+    per_image: list[dict[str, np.ndarray]] = []
+    for i in kept:
+        labels = source.patch_labels(i, grid)
+        if labels is None:
+            raise ValueError(f"the source gives patch labels for image {kept[0]} but not for image {i}; a source "
+                             "gives them for every image or for none")
+        per_image.append(labels)
     return {name: np.stack([p[name] for p in per_image]).astype(np.int16) for name in per_image[0]}
 
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Literal, cast
 
 import numpy as np
 import zarr
@@ -46,6 +48,8 @@ IDENTITY_KEYS = ("model", "preprocess", "source", "token_kind", "layout", "hooks
 # Attributes a reader needs; a store lacking any of them is refused.
 REQUIRED_ATTRS = ("model", "source", "token_kind", "layout", "hooks", "dtype", "chunk_images", "n_images",
                   "fingerprint")
+# zarr's access modes (its `AccessModeLiteral`): read, read/write, create or open, overwrite, create only.
+AccessMode = Literal["r", "r+", "a", "w", "w-"]
 
 
 def is_remote(path: str) -> bool:
@@ -63,10 +67,24 @@ def resolve_storage_options(path: str, storage_options: dict | None) -> dict | N
     return options
 
 
-def open_group(path: str, mode: str, storage_options: dict | None = None, attributes: dict | None = None
+def open_group(path: str, mode: AccessMode, storage_options: dict | None = None, attributes: dict | None = None
                ) -> zarr.Group:
     return zarr.open_group(str(path), mode=mode, storage_options=resolve_storage_options(path, storage_options),
                            zarr_format=3, attributes=attributes)
+
+
+def _array(group: zarr.Group, path: str) -> zarr.Array:
+    """The array at `path` in `group` (indexing a group may also give a sub-group)."""
+    member = group[path]
+    if not isinstance(member, zarr.Array):
+        raise TypeError(f"{path} in the activation store is a group where an array belongs; the store is damaged")
+    return member
+
+
+def _ndarray(values: object) -> np.ndarray:
+    """A slice read from a zarr array: zarr types every read as `NDArrayLikeOrScalar` (any buffer class, any
+    selection), but slicing an array into zarr's default (numpy) buffer gives a numpy array."""
+    return cast(np.ndarray, values)
 
 
 def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -103,7 +121,7 @@ class ActivationStore:
 
     # ------------------------------------------------------------------ open / create
     @classmethod
-    def open(cls, path: str, storage_options: dict | None = None, mode: str = "r") -> ActivationStore:
+    def open(cls, path: str, storage_options: dict | None = None, mode: AccessMode = "r") -> ActivationStore:
         """Open an existing store; refuses paths that are not a fully created visae store."""
         try:
             group = open_group(path, mode, storage_options)
@@ -223,28 +241,28 @@ class ActivationStore:
     def acts(self, hook: str) -> zarr.Array:
         if hook not in self.hooks:
             raise ValueError(f"hook {hook!r} is not in the store at {self.path}; it holds {', '.join(self.hooks)}")
-        return self.group[f"acts/{hook}"]
+        return _array(self.group, f"acts/{hook}")
 
     def read(self, hook: str, start: int, stop: int) -> np.ndarray:
         """Activations of images [start, stop) as float32 [n, n_tokens_kept, d]."""
-        raw = self.acts(hook)[start:stop]
+        raw = _ndarray(self.acts(hook)[start:stop])
         return bf16_bits_to_float32(raw) if self.dtype == "bfloat16" else raw.astype(np.float32)
 
     def read_raw(self, hook: str, start: int, stop: int) -> np.ndarray:
         """Activations as stored (float16, or int16 holding bfloat16 bits)."""
-        return self.acts(hook)[start:stop]
+        return _ndarray(self.acts(hook)[start:stop])
 
     @cached_property
     def image_ids(self) -> np.ndarray:
-        return self.group["images/ids"][:]
+        return _ndarray(_array(self.group, "images/ids")[:])
 
     @cached_property
     def source_index(self) -> np.ndarray:
-        return self.group["images/source_index"][:]
+        return _ndarray(_array(self.group, "images/source_index")[:])
 
     @cached_property
     def labels(self) -> np.ndarray:
-        return self.group["images/labels"][:]
+        return _ndarray(_array(self.group, "images/labels")[:])
 
     @cached_property
     def factors(self) -> dict[str, np.ndarray]:
@@ -256,7 +274,8 @@ class ActivationStore:
 
     @cached_property
     def skipped(self) -> list[tuple[str, str]]:
-        ids, reasons = self.group["images/skipped/ids"][:], self.group["images/skipped/reasons"][:]
+        ids = _ndarray(_array(self.group, "images/skipped/ids")[:])
+        reasons = _ndarray(_array(self.group, "images/skipped/reasons")[:])
         return list(zip(ids.tolist(), reasons.tolist()))
 
     # ------------------------------------------------------------------ chunks and the done-mask
@@ -265,14 +284,14 @@ class ActivationStore:
         return start, min(start + self.chunk_images, self.n_images)
 
     def done_mask(self) -> np.ndarray:
-        return self.group["done"][:]
+        return _ndarray(_array(self.group, "done")[:])
 
     def write_chunk(self, k: int, acts: dict[str, np.ndarray]) -> None:
         """Write every hook's activations of chunk k, then mark it done (so a crash never marks a partial chunk)."""
         start, stop = self.chunk_range(k)
         for hook, values in acts.items():
-            self.group[f"acts/{hook}"][start:stop] = values
-        self.group["done"][k] = True
+            _array(self.group, f"acts/{hook}")[start:stop] = values
+        _array(self.group, "done")[k] = True
 
     def mark_complete(self) -> None:
         missing = np.flatnonzero(~self.done_mask())
@@ -288,7 +307,10 @@ class ActivationStore:
         """Store statistics in the group attributes (skipped silently when the store is read-only to us)."""
         try:
             group = open_group(self.path, "r+", self.storage_options)
-            group.attrs["stats"] = {**group.attrs.get("stats", {}), key: value}
+            stats = group.attrs.get("stats", {})
+            if not isinstance(stats, Mapping):
+                raise TypeError(f"{self.path}: the `stats` attribute is not a mapping; the store is damaged")
+            group.attrs["stats"] = {**stats, key: value}
         except (PermissionError, ValueError, OSError):
             return
         self.group = open_group(self.path, "r", self.storage_options)
@@ -323,4 +345,6 @@ def _read_members(group: zarr.Group, path: str) -> dict[str, np.ndarray]:
     if path not in group:
         return {}
     sub = group[path]
-    return {name: arr[:] for name, arr in sorted(sub.arrays())}
+    if not isinstance(sub, zarr.Group):
+        raise TypeError(f"{path} in the activation store is an array where a group belongs; the store is damaged")
+    return {name: _ndarray(arr[:]) for name, arr in sorted(sub.arrays())}

@@ -10,7 +10,9 @@ import torch
 def resolve_device(name: str) -> torch.device:
     """`auto` is this rank's CUDA GPU (torchrun's LOCAL_RANK) when one is visible, else the CPU."""
     if name == "auto":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but no CUDA GPU is visible; use device=cpu or device=auto")

@@ -27,7 +27,7 @@ from visae.activation_store.sources import open_source
 from visae.activation_store.store import ActivationStore
 from visae.core.reconstruction import FVU_DEFINITION, ReconstructionStats
 from visae.eval.auroc import AUROC_DEFINITION
-from visae.eval.codes import CodeCollector, Codes
+from visae.eval.codes import CodeCollector, Codes, sparse_shape
 from visae.eval.config import EvalConfig
 from visae.eval.downstream import DOWNSTREAM_DEFINITION
 from visae.eval.interpretability import GroundTruth, factor_auroc, image_factor_auroc, label_purity, patch_purity
@@ -133,6 +133,8 @@ def _store_for(cfg: EvalConfig, meta: dict):
     hook = cfg.hook or meta.get("hook_name")
     if hook is None:
         raise ValueError("the SAE names no hook_name; pass --hook")
+    if cfg.model is None or cfg.images is None:  # EvalConfig already refuses a config naming neither
+        raise ValueError("say what to evaluate on: --store STORE, or --model SPEC with --images SOURCE")
     with tempfile.TemporaryDirectory(prefix="visae-eval-store-") as tmp:
         yield harvest(HarvestConfig(out=str(Path(tmp) / "store.zarr"), model=cfg.model, images=cfg.images,
                                     hooks=[hook], weights=cfg.weights, tokens=meta.get("token_kind") or "all",
@@ -160,7 +162,8 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
     }
     if truth.factors:
         image_level = image_factor_auroc(codes, truth).summary()
-        summary["image_level"] = {"coverage_0_9": image_level["coverage_0_9"], "factor_auroc": image_level["factor_auroc"],
+        summary["image_level"] = {"coverage_0_9": image_level["coverage_0_9"],
+                                  "factor_auroc": image_level["factor_auroc"],
                                   "note": "every factor at image level: the latent's max over patches vs the image's "
                                           "(primary object's) factor value"}
     columns["monosemanticity"] = np.full(sae.cfg.d_sae, np.nan)
@@ -184,7 +187,7 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         summary["superposition"] = _neurons_vs_features(cfg, sae, store, target, codes, truth, columns)
     features = add_score_and_rank(pd.DataFrame({"feature": np.arange(sae.cfg.d_sae), **columns}))
     summary["metric_definitions"] = _definitions(summary.get("reference_encoder", "none (model passes skipped)"))
-    summary["n_scored"] = int(features["score"].notna().sum())
+    summary["n_scored"] = int(features["score"].notna().to_numpy().sum())
     thumbs = {i: images.thumb(i) for i in tqdm(sorted(referenced), desc="thumbnails", disable=not cfg.progress)}
     others = _other_dictionaries(cfg.compare_to)
     write_results(sae_dir, summary, features, top, thumbs,
@@ -271,7 +274,7 @@ def _basis_scores(codes: Codes, truth: GroundTruth, k: int) -> dict:
     matches = factor_auroc(codes, truth)
     best = matches.per_latent()["best_auroc"]
     return {
-        "n_units": int(codes.tokens.shape[1]),
+        "n_units": int(sparse_shape(codes.tokens)[1]),
         "mean_purity": float(np.nanmean(purity)) if np.isfinite(purity).any() else None,
         "mean_best_auroc": float(np.nanmean(best)) if np.isfinite(best).any() else None,
         "coverage_0_9": matches.summary()["coverage_0_9"],
@@ -290,7 +293,8 @@ def _other_dictionaries(dirs: list[str]) -> list[dict]:
         else:
             raise FileNotFoundError(f"--compare-to {d}: no SAE folder there (cfg.json missing)")
         if s.get("l0") is None or s.get("fvu") is None:
-            raise ValueError(f"--compare-to {d}: that dictionary has not been evaluated yet; run `visae eval {d}` first")
+            raise ValueError(f"--compare-to {d}: that dictionary has not been evaluated yet; "
+                             f"run `visae eval {d}` first")
         out.append({"name": path.name, "l0": s["l0"], "fvu": s["fvu"]})
     return out
 

@@ -7,6 +7,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,8 +24,8 @@ METADATA_KEYS = ("fvu", "explained_variance", "mse", "cosine", "rel_bias", "l0",
                  "metric_definitions")
 
 
-def json_ready(value):
-    """numpy scalars/arrays to Python, NaN/inf to None (strict JSON)."""
+def json_ready(value: Any) -> Any:
+    """numpy scalars/arrays to Python, NaN/inf to None (strict JSON); a dict gives a dict."""
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -59,7 +60,7 @@ def thumbnail(image: Image.Image) -> Image.Image:
     image = image.convert("RGB")
     if max(image.size) > THUMB_MAX_SIDE:
         scale = THUMB_MAX_SIDE / max(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
     return image
 
 
@@ -74,6 +75,7 @@ def update_cfg_metadata(sae_dir: Path, summary: dict) -> None:
     metadata["eval"] = figures
     metadata.update({k: figures.get(k) for k in ("fvu", "l0", "dead_fraction")})
     metadata["eval_summary"] = {"fvu": figures.get("fvu"), "l0": figures.get("l0"), "mse": figures.get("mse"),
-                                "dead_fraction": figures.get("dead_fraction"), "dense_fraction_10": figures.get("dense_10"),
+                                "dead_fraction": figures.get("dead_fraction"),
+                                "dense_fraction_10": figures.get("dense_10"),
                                 "n_eval_tokens": figures.get("n_tokens")}
     write_atomic(path, json.dumps(cfg, indent=2))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
+
 from visae.core.config import load_typed_config
 from visae.sae import architecture_names, architecture_traits
 
@@ -147,7 +149,7 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> TrainConfig:
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A validated TrainConfig from a YAML file plus `key=value` overrides (dotted keys reach nested fields)."""
     return validate(load_typed_config(TrainConfig, path, list(overrides)))
 

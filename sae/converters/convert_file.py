@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from visae.sae.converters.prisma import convert_prisma
 from visae.sae.converters.saev import convert_saev
+
+if TYPE_CHECKING:  # for the annotations only: sae.base imports the Hub client, which imports us
+    from visae.sae.base import SAE
 
 FOREIGN_FORMATS = ("saev", "prisma")
 
@@ -29,7 +31,7 @@ def sniff_format(path: Path) -> str:
 def convert_file(
     path: str | Path, fmt: str | None = None, hook_name: str | None = None, model_name: str | None = None,
     config: str | Path | None = None,
-) -> nn.Module:
+) -> SAE:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no file at {path}")

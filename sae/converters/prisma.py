@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from visae.core.file_hash import file_sha256
 from visae.sae.config import SAEConfig
 from visae.sae.converters.hooks import prisma_hook
 from visae.sae.converters.safe_load import load_weights_only, require_keys, tensor_dict
 from visae.sae.registry import architecture_class
+
+if TYPE_CHECKING:  # for the annotations only: sae.base imports the Hub client, which imports us
+    from visae.sae.base import SAE
 
 BASE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
@@ -44,7 +45,7 @@ def prisma_architecture(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 def convert_prisma(
     weights: str | Path, config: str | Path | None = None, hook_name: str | None = None,
     model_name: str | None = None, source: str | None = None,
-) -> nn.Module:
+) -> SAE:
     """A visae SAE with the same encode/decode as a ViT-Prisma checkpoint, recording the conversion."""
     weights = Path(weights)
     config_path = Path(config) if config is not None else weights.with_name("config.json")
@@ -80,6 +81,6 @@ def convert_prisma(
         architecture=architecture, d_in=int(d_in), d_sae=int(d_sae), apply_b_dec_to_input=True,
         normalize_activations="none", metadata=metadata, **params,
     )
-    sae = architecture_class(architecture)(cfg)
+    sae: SAE = architecture_class(architecture)(cfg)
     sae.load_inference_tensors({k: tensors[k].float() for k in BASE_KEYS})
     return sae.eval()

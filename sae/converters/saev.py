@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from visae.core.file_hash import file_sha256
 from visae.sae.config import SAEConfig
 from visae.sae.converters.hooks import saev_hook
 from visae.sae.converters.safe_load import load_weights_only, require_keys, tensor_dict
 from visae.sae.registry import architecture_class
+
+if TYPE_CHECKING:  # for the annotations only: sae.base imports the Hub client, which imports us
+    from visae.sae.base import SAE
 
 BASE_KEYS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
@@ -67,7 +68,7 @@ def saev_architecture(header: dict[str, Any], tensors: dict) -> tuple[str, dict[
 def convert_saev(
     path: str | Path, hook_name: str | None = None, model_name: str | None = None, source: str | None = None,
     layer: int | None = None,
-) -> nn.Module:
+) -> SAE:
     """A visae SAE with the same encode/decode as a saev checkpoint, recording the conversion in metadata."""
     path = Path(path)
     header, tensors = read_saev(path)
@@ -95,7 +96,7 @@ def convert_saev(
         architecture=architecture, d_in=int(d_in), d_sae=int(d_sae), apply_b_dec_to_input=False,
         normalize_activations="none", metadata=metadata, **params,
     )
-    sae = architecture_class(architecture)(cfg)
+    sae: SAE = architecture_class(architecture)(cfg)
     weights = {k: tensors[k].float() for k in BASE_KEYS}
     if architecture == "jumprelu":
         weights["threshold"] = tensors["activation.threshold"].float()

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from torch.multiprocessing.spawn import start_processes
 
 from visae.core import distributed
 from visae.core.reconstruction import ReconstructionStats
@@ -89,7 +90,7 @@ def _rank_half(rank: int, init_file: str, queue) -> None:
 def test_all_reduce_over_two_ranks_equals_one_process(tmp_path):
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
-    mp.start_processes(_rank_half, args=(str(tmp_path / "pg"), queue), nprocs=2, start_method="spawn")
+    start_processes(_rank_half, args=(str(tmp_path / "pg"), queue), nprocs=2, start_method="spawn")
     x, x_hat, z = sample()
     expected = one_shot(x, x_hat, z)
     for _ in range(2):

@@ -139,10 +139,10 @@ def test_composite_score_and_rank():
         }
     )
     out = add_score_and_rank(table)
-    assert out["score"][0] == pytest.approx((1 + 1 + 0.8 + 1) / 4)
-    assert out["score"][1] == pytest.approx((0.5 + 0.5 + 0 + 0.5) / 4)
-    assert out["score"][3] == pytest.approx((0 + 0.4 + 1) / 3)  # purity missing: skipped
-    assert np.isnan(out["score"][2])  # dead
+    assert out["score"].loc[0] == pytest.approx((1 + 1 + 0.8 + 1) / 4)
+    assert out["score"].loc[1] == pytest.approx((0.5 + 0.5 + 0 + 0.5) / 4)
+    assert out["score"].loc[3] == pytest.approx((0 + 0.4 + 1) / 3)  # purity missing: skipped
+    assert np.isnan(out["score"].loc[2])  # dead
     assert out["rank"].tolist() == [1, 3, 4, 2]
     rare = add_score_and_rank(table.assign(n_images_fired=[2, 50, 0, 10]))  # fires on 2 images: unscored
     assert np.isnan(rare["score"][0]) and rare["rank"].tolist() == [3, 2, 4, 1]

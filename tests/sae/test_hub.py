@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from hub_double import HubDouble
+
 from visae.sae import SAE, SAEConfig, create_sae
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from visae.sae import SAE, SAEConfig, TrainState, create_sae
+from visae.sae import SAE, BatchTopKSAE, JumpReLUSAE, SAEConfig, TopKSAE, TrainState, create_sae
 from visae.sae.base import geometric_median
 from visae.sae.kernels.sparse_decode import decode_topk, decode_triples
 
@@ -59,7 +59,7 @@ def test_training_reduces_reconstruction_error_and_parts_sum_to_total(arch, data
         after = fvu(data, sae(data))
         out = sae.training_losses(data, TrainState())
     assert after < 0.5 * before
-    assert torch.allclose(out.total, sum(out.parts.values()))
+    assert torch.allclose(out.total, sum(out.parts.values(), torch.tensor(0.0)))
     assert out.fired.dtype == torch.bool and out.fired.shape == (64,)
     assert out.x_hat.shape == data.shape
     assert fvu(data, out.x_hat) < 0.5 * before
@@ -78,6 +78,7 @@ def test_topk_family_codes_have_about_k_active(arch, data):
 def test_topk_encode_keeps_k_latents_and_sparse_forward_matches_dense(data):
     torch.manual_seed(0)
     sae = create_sae(small_cfg("topk"))
+    assert isinstance(sae, TopKSAE)
     sae.init_from_data(data)
     z = sae.encode(data)
     assert int((z != 0).sum(-1).max()) <= 4
@@ -96,11 +97,13 @@ def test_sparse_decode_matches_dense_values_and_gradients():
 
     out = decode_topk(values, indices, W)
     out.backward(grad)
+    assert values.grad is not None and W.grad is not None
     sparse_grads = values.grad.clone(), W.grad.clone()
     values.grad = W.grad = None
 
     dense = torch.zeros(batch, n, dtype=torch.float64).scatter(1, indices, values) @ W
     dense.backward(grad)
+    assert values.grad is not None and W.grad is not None
     assert torch.allclose(out, dense, atol=1e-10)
     assert torch.allclose(sparse_grads[0], values.grad, atol=1e-10)
     assert torch.allclose(sparse_grads[1], W.grad, atol=1e-10)
@@ -167,8 +170,10 @@ def test_auxk_revives_dead_latents_gradient(data):
     out = sae.training_losses(data, TrainState(dead_mask=dead))
     assert out.parts["auxk"].detach() > 0
     out.parts["auxk"].backward()
-    assert float(sae.W_enc.grad[:, 32:].abs().sum()) > 0
-    assert float(sae.W_enc.grad[:, :32].abs().sum()) == 0
+    grad = sae.W_enc.grad
+    assert grad is not None
+    assert float(grad[:, 32:].abs().sum()) > 0
+    assert float(grad[:, :32].abs().sum()) == 0
     no_dead = sae.training_losses(data, TrainState(dead_mask=torch.zeros(64, dtype=torch.bool)))
     assert float(no_dead.parts["auxk"]) == 0
 
@@ -183,9 +188,11 @@ def test_sparsity_warmup_scales_penalty(data):
 
 def test_jumprelu_threshold_gets_gradient_from_l0(data):
     sae = create_sae(small_cfg("jumprelu", l0_coeff=1.0))
+    assert isinstance(sae, JumpReLUSAE)
     sae.init_from_data(data)
     out = sae.training_losses(data, TrainState())
     out.parts["l0"].backward()
+    assert sae.log_threshold.grad is not None
     assert float(sae.log_threshold.grad.abs().sum()) > 0
     assert sae.W_enc.grad is None or float(sae.W_enc.grad.abs().sum()) == 0
 
@@ -193,6 +200,7 @@ def test_jumprelu_threshold_gets_gradient_from_l0(data):
 def test_batchtopk_threshold_tracks_training_and_is_used_at_inference(data):
     torch.manual_seed(0)
     sae = create_sae(small_cfg("batchtopk"))
+    assert isinstance(sae, BatchTopKSAE)
     assert float(sae.threshold) < 0
     train(sae, data, steps=30)
     assert float(sae.threshold) > 0
@@ -262,8 +270,13 @@ def test_topk_indices_selects_exactly_the_k_largest(n, k):
 def test_scratch_reuses_one_buffer_per_thread_and_dtype():
     from visae.sae.kernels.scratch import scratch
 
-    a = scratch((64, 32), torch.float32, torch.device("cpu"))
-    b = scratch((16, 8), torch.float32, torch.device("cpu"))
+    def cpu_scratch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        buffer = scratch(shape, dtype, torch.device("cpu"))
+        assert buffer is not None  # None only off the CPU or under autocast
+        return buffer
+
+    a = cpu_scratch((64, 32), torch.float32)
+    b = cpu_scratch((16, 8), torch.float32)
     assert a.data_ptr() == b.data_ptr()
-    assert scratch((16, 8), torch.float64, torch.device("cpu")).data_ptr() != a.data_ptr()
-    assert scratch((128, 64), torch.float32, torch.device("cpu")).shape == (128, 64)
+    assert cpu_scratch((16, 8), torch.float64).data_ptr() != a.data_ptr()
+    assert cpu_scratch((128, 64), torch.float32).shape == (128, 64)

@@ -51,6 +51,7 @@ def test_saev_relu_converts_exactly(tmp_path, x):
     w = weights()
     write_saev(tmp_path / "sae.pt", w, {"cls": "Relu", "params": {}})
     sae = convert_saev(tmp_path / "sae.pt", layer=-2, model_name="open_clip:ViT-B-16/openai")
+    assert isinstance(sae, SAE)  # the converters are typed as returning any nn.Module
     expected = torch.relu(x @ w["W_enc"] + w["b_enc"])  # saev: no b_dec subtraction
     with torch.no_grad():
         assert torch.allclose(sae.encode(x), expected, atol=1e-5)
@@ -65,6 +66,7 @@ def test_saev_topk_and_jumprelu(tmp_path, x):
     w = weights()
     write_saev(tmp_path / "topk.pt", w, {"cls": "TopK", "params": {"top_k": 3}})
     sae = convert_saev(tmp_path / "topk.pt")
+    assert isinstance(sae, SAE)
     pre = x @ w["W_enc"] + w["b_enc"]
     values, indices = pre.topk(3, dim=-1)
     expected = torch.zeros_like(pre).scatter(1, indices, values.relu())
@@ -75,6 +77,7 @@ def test_saev_topk_and_jumprelu(tmp_path, x):
     threshold = torch.rand(32) * 0.3
     write_saev(tmp_path / "jr.pt", {**w, "activation.threshold": threshold}, {"cls": "Relu", "params": {}})
     sae = convert_saev(tmp_path / "jr.pt")
+    assert isinstance(sae, SAE)
     with torch.no_grad():
         assert sae.architecture == "jumprelu"
         assert torch.allclose(sae.encode(x), pre * (pre > threshold), atol=1e-5)
@@ -89,6 +92,7 @@ def test_prisma_converts_exactly_and_maps_hook(tmp_path, x):
         "normalize_activations": None,
     }))
     sae = convert_file(tmp_path / "n_images_2600058.pt")
+    assert isinstance(sae, SAE)
     pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
     values, indices = pre.topk(4, dim=-1)
     expected = torch.zeros_like(pre).scatter(1, indices, values.relu())

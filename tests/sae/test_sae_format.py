@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from visae.sae import SAE, SAEConfig, create_sae
+from visae.sae import SAE, BatchTopKSAE, JumpReLUSAE, SAEConfig, create_sae
 from visae.sae.file_format import CFG_FILE, SPARSITY_FILE, WEIGHTS_FILE, read_sparsity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,13 +20,16 @@ ARCHS = ["standard", "topk", "batchtopk", "jumprelu", "matryoshka_batchtopk"]
 def trained_like(arch: str) -> SAE:
     """An SAE with non-trivial weights, input scale and threshold, as after training."""
     torch.manual_seed(0)
-    sae = create_sae(SAEConfig(architecture=arch, d_in=16, d_sae=48, k=5, metadata={"hook_name": "blocks.3.resid_post"}))
+    sae = create_sae(SAEConfig(architecture=arch, d_in=16, d_sae=48, k=5,
+                               metadata={"hook_name": "blocks.3.resid_post"}))
     sae.init_from_data(torch.randn(256, 16) * 4 + 1)
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.5)
         if arch == "jumprelu":
+            assert isinstance(sae, JumpReLUSAE)
             sae.log_threshold.copy_(torch.rand(48).log())
         if arch in ("batchtopk", "matryoshka_batchtopk"):
+            assert isinstance(sae, BatchTopKSAE)
             sae.threshold.fill_(0.3)
     return sae.eval()
 
@@ -103,7 +106,8 @@ def test_save_writes_sparsity_and_weights_exactly(tmp_path):
     sae = trained_like("topk")
     sparsity = torch.linspace(-10, 0, 48)
     sae.save(tmp_path / "s", sparsity=sparsity)
-    assert torch.equal(read_sparsity(tmp_path / "s"), sparsity)
+    saved_sparsity = read_sparsity(tmp_path / "s")
+    assert saved_sparsity is not None and torch.equal(saved_sparsity, sparsity)
     assert torch.equal(load_file(tmp_path / "s" / WEIGHTS_FILE)["b_enc"], sae.b_enc.detach())
     assert (tmp_path / "s" / SPARSITY_FILE).is_file()
 

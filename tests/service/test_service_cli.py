@@ -39,6 +39,7 @@ def test_visae_serve_process_binds_loopback_and_answers(built):
         [sys.executable, "-m", "visae", "serve", str(built.resid), "--weights", str(built.weights),
          "--port", str(port)], env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         cwd=REPO_ROOT)
+    assert process.stdout is not None
     try:
         banner = process.stdout.readline()
         assert re.search(rf"1 dictionary at http://127\.0\.0\.1:{port}/", banner), banner
