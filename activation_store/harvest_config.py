@@ -30,7 +30,7 @@ class HarvestConfig:
     compression: str = "none"  # chunk compression: none or zstd
     bad_files: str = "skip"  # unreadable images: skip (recording the file and the reason) or fail
     num_workers: int = 4  # image-decoding threads
-    device: str = "cpu"  # torch device for the model
+    device: str = "auto"  # torch device: auto (this rank's GPU if one is visible, else cpu), cpu, cuda, cuda:N
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of an s3:// store, e.g. {anon: true}
     progress: bool = True  # show progress bars
 

@@ -1,7 +1,11 @@
 """Harvest a vision model's activations at several hook points into an activation store.
 
 One forward pass per batch captures every hook (stopping after the deepest hooked block); a writer thread stores
-the previous batch while the next one runs, and decoding threads prepare the batches after that. A batch is one
+the previous batch while the next one runs, and decoding threads prepare the batches after that. On a GPU the
+forward pass runs under autocast in the stored dtype (float16 or bfloat16), the batches of pixels are staged in
+pinned memory, and each batch's activations are cast to the stored dtype on the GPU and copied to pinned host
+buffers with non-blocking copies on a side stream, so the copy overlaps the next forward pass and the writer thread's
+Zarr writes overlap both. On the CPU the model runs in float32, as before. A batch is one
 store chunk, so every chunk is computed from exactly the same images whether or not the harvest was interrupted,
 which makes a resumed store identical, array by array, to an uninterrupted one.
 
@@ -20,6 +24,7 @@ k with k % world_size == rank (disjoint, chunk-aligned, on a preallocated store:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,6 +43,7 @@ from visae.activation_store.models.base import VisionModel
 from visae.activation_store.sources import ImageSource, open_source
 from visae.activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, is_remote, open_group
 from visae.core import distributed
+from visae.core.devices import resolve_device
 
 SCAN_BLOCK = 256
 
@@ -46,7 +52,7 @@ def harvest(cfg: HarvestConfig, model: VisionModel | None = None) -> ActivationS
     """Run (or resume) a harvest and return the complete store.
 
     `model` may be passed already loaded (it must be the one `cfg.model` and `cfg.weights` name)."""
-    model = model or load_model(cfg.model, cfg.weights, device=cfg.device)
+    model = model or load_model(cfg.model, cfg.weights, device=str(resolve_device(cfg.device)))
     hooks = list(dict.fromkeys(model.canonical(h) for h in cfg.hooks))
     token_index = model.layout.indices(cfg.tokens)
     source = open_source(cfg.images)
@@ -183,12 +189,17 @@ def _patch_labels(source: ImageSource, kept: list[int], grid: tuple[int, int]) -
 def _harvest_chunks(model: VisionModel, source: ImageSource, store: ActivationStore, chunks: list[int],
                     hooks: list[str], token_index: list[int], cfg: HarvestConfig, show: bool) -> None:
     keep = None if token_index == list(range(model.layout.n_tokens)) else torch.tensor(token_index)
-    writer = ChunkWriter(store, hooks, keep, cfg.dtype)
+    device = model.device  # the model passed in (or loaded on cfg.device) decides
+    cuda = device.type == "cuda"
+    writer = ChunkWriter(store, hooks, keep, cfg.dtype, device)
     total = sum(stop - start for start, stop in map(store.chunk_range, chunks))
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float16)
+                if cuda else contextlib.nullcontext())
     with tqdm(total=total, desc="harvest", unit="img", disable=not (cfg.progress and show)) as bar:
         try:
-            for k, pixels in _prefetch_batches(source, store, chunks, model, cfg.num_workers):
-                cache = model.run_with_cache(pixels.to(cfg.device), hooks)
+            for k, pixels in _prefetch_batches(source, store, chunks, model, cfg.num_workers, pin=cuda):
+                with torch.no_grad(), autocast:
+                    cache = model.run_with_cache(pixels.to(device, non_blocking=cuda), hooks)
                 writer.put(k, cache)
                 bar.update(pixels.shape[0])
         finally:
@@ -196,8 +207,9 @@ def _harvest_chunks(model: VisionModel, source: ImageSource, store: ActivationSt
 
 
 def _prefetch_batches(source: ImageSource, store: ActivationStore, chunks: list[int], model: VisionModel,
-                      workers: int, lookahead: int = 2) -> Iterator[tuple[int, torch.Tensor]]:
-    """Decoded, preprocessed batches of the given chunks, with `lookahead` more chunks decoding in threads."""
+                      workers: int, lookahead: int = 2, pin: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+    """Decoded, preprocessed batches of the given chunks, with `lookahead` more chunks decoding in threads
+    (stacked into pinned memory with `pin`, for a non-blocking copy to the GPU)."""
     source_index = store.source_index
 
     def load(i: int) -> torch.Tensor:
@@ -215,15 +227,22 @@ def _prefetch_batches(source: ImageSource, store: ActivationStore, chunks: list[
                 pending.append((k, [pool.submit(load, i) for i in source_index[start:stop]]))
             if len(pending) > lookahead or (k is None and pending):
                 k_ready, futures = pending.pop(0)
-                yield k_ready, torch.stack([f.result() for f in futures])
+                images = [f.result() for f in futures]
+                batch = torch.empty((len(images), *images[0].shape), dtype=images[0].dtype, pin_memory=pin)
+                yield k_ready, torch.stack(images, out=batch)
 
 
 class ChunkWriter:
-    """Writes chunks in a background thread through a bounded queue, so forward passes overlap Zarr writes."""
+    """Writes chunks in a background thread through a bounded queue, so forward passes overlap Zarr writes.
+
+    With a CUDA `device`, `put` casts the activations to the stored dtype on the GPU and starts their copy into
+    pinned host buffers on a side stream (non-blocking); the writer thread waits for that copy, not the caller.
+    At most `max_pending` + 2 chunks of host buffers are alive (queued, being written, being put)."""
 
     def __init__(self, store: ActivationStore, hooks: list[str], keep: torch.Tensor | None, dtype: str,
-                 max_pending: int = 2):
+                 device: torch.device | None = None, max_pending: int = 2):
         self.store, self.hooks, self.keep, self.dtype = store, hooks, keep, dtype
+        self.stream = torch.cuda.Stream(device) if device is not None and device.type == "cuda" else None
         self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True, name="chunk-writer")
@@ -232,7 +251,23 @@ class ChunkWriter:
     def put(self, k: int, cache: dict[str, torch.Tensor]) -> None:
         if self.error is not None:
             raise self.error
-        self.queue.put((k, cache))
+        self.queue.put((k, cache, None) if self.stream is None else (k, *self._copy_to_host(cache)))
+
+    def _copy_to_host(self, cache: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.cuda.Event]:
+        """Stored-dtype activations cast on the GPU, their copies to pinned host memory started on the side
+        stream; returns the host tensors (valid once the event has completed) and the event."""
+        assert self.stream is not None
+        on_device = {h: self._storage_tensor(cache[h]) for h in self.hooks}
+        self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))  # after the forward pass and casts
+        host = {}
+        with torch.cuda.stream(self.stream):
+            for h, acts in on_device.items():
+                host[h] = torch.empty(acts.shape, dtype=acts.dtype, pin_memory=True)
+                host[h].copy_(acts, non_blocking=True)
+                acts.record_stream(self.stream)  # not reused by the next forward pass before the copy is done
+        copied = torch.cuda.Event()
+        copied.record(self.stream)
+        return host, copied
 
     def close(self) -> None:
         self.queue.put(None)
@@ -245,14 +280,22 @@ class ChunkWriter:
             if self.error is not None:
                 continue  # drain after a failure so the producer never blocks
             try:
-                k, cache = item
-                self.store.write_chunk(k, {h: self._to_storage(cache[h]) for h in self.hooks})
+                k, cache, copied = item
+                if copied is not None:  # GPU: already cast, in pinned host memory once the copy is done
+                    copied.synchronize()
+                    self.store.write_chunk(k, {h: cache[h].numpy() for h in self.hooks})
+                else:
+                    self.store.write_chunk(k, {h: self._to_storage(cache[h]) for h in self.hooks})
             except BaseException as err:
                 self.error = err
 
-    def _to_storage(self, acts: torch.Tensor) -> np.ndarray:
+    def _storage_tensor(self, acts: torch.Tensor) -> torch.Tensor:
+        """The kept tokens in the stored dtype (bfloat16 as its int16 bits), on the activations' device."""
         if self.keep is not None:
-            acts = acts[:, self.keep]
+            acts = acts[:, self.keep.to(acts.device)]
         if self.dtype == "bfloat16":
-            return acts.to(torch.bfloat16).view(torch.int16).cpu().numpy()
-        return acts.to(torch.float16).cpu().numpy()
+            return acts.to(torch.bfloat16).view(torch.int16)
+        return acts.to(torch.float16)
+
+    def _to_storage(self, acts: torch.Tensor) -> np.ndarray:
+        return self._storage_tensor(acts).cpu().numpy()

@@ -11,11 +11,28 @@ Tokens of one image are strongly correlated, so an epoch is built like this, for
 Because every step is a pure function of `(seed, epoch, rank, world_size)`, the loader's state is just
 `(epoch, position in the epoch's stream)`; resuming reads only the fill that holds that position.
 A reader thread loads the next fill and a batcher thread cuts batches while the consumer trains.
+
+Two ways to build the batches, serving the same tokens in the same order (bit-identical batches, and the same
+`state_dict`, so a run may resume on the other path):
+
+- host path (`device=None`, the default): each fill is gathered, shuffled, cut and cast in host memory; the
+  batches are host tensors.
+- device path (`device="cuda"`, `"cuda:1"`, or `"cpu"`): each fill is decoded straight from the store into a
+  staging buffer in its stored dtype (float16, or bfloat16 bits held as int16) — pinned memory when the device is
+  a GPU, the one host copy a token costs — and, on a GPU, copied to the device once with a non-blocking copy on a
+  side stream. The permutation (the same numpy generator as the host path, its indices sent to the device), the
+  gather into batches and the cast to `dtype` run on the device; the batches are device tensors. Memory: at most
+  `fills_in_flight` (default 2: the fill being cut and the next one being read) fill buffers of
+  `fill_capacity × d` stored-dtype values each, on the host (pinned for a GPU) and again on the GPU, plus
+  `prefetch_batches` finished batches on the device. With the defaults for a ViT-B/16 store (2**17-token
+  fills rounded up to whole 64-image chunks: 138,688 tokens × 768 × 2 bytes ≈ 203 MiB a fill) that is about
+  406 MiB of pinned host memory, 406 MiB of GPU memory, and 8 × 12 MiB of float32 batches.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +79,8 @@ class ActivationLoader:
     def __init__(self, store: ActivationStore | str, hook: str, tokens: str = "all", batch_size: int = 4096,
                  seed: int = 0, dtype: torch.dtype = torch.float32, epochs: int | None = None,
                  buffer_tokens: int = 2**17, prefetch_batches: int = 8, read_threads: int = 4,
-                 rank: int | None = None, world_size: int | None = None, storage_options: dict | None = None):
+                 rank: int | None = None, world_size: int | None = None, storage_options: dict | None = None,
+                 device: torch.device | str | None = None, fills_in_flight: int = 2):
         self.store = store if isinstance(store, ActivationStore) else ActivationStore.open(store, storage_options)
         if not self.store.complete:
             raise ValueError(f"the store at {self.store.path} is not complete; finish it by rerunning its harvest")
@@ -79,6 +97,14 @@ class ActivationLoader:
         if self.world_size > self.store.n_chunks:
             raise ValueError(f"{self.world_size} ranks but the store has only {self.store.n_chunks} chunks; "
                              "harvest more images or use fewer ranks")
+        self.device = None if device is None else torch.device(device)
+        if self.device is not None and self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"the loader's device must be cpu or cuda[:N], got {self.device}")
+        if self.device is not None and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        if fills_in_flight < 1:
+            raise ValueError(f"fills_in_flight must be at least 1, got {fills_in_flight}")
+        self.fills_in_flight = fills_in_flight
         self.epoch, self.position = 0, 0
 
     def _token_index(self, kind: str) -> np.ndarray | None:
@@ -117,6 +143,13 @@ class ActivationLoader:
             fills.append(Fill(len(fills), group, start, n))
             start += n
         return fills
+
+    @property
+    def fill_capacity(self) -> int:
+        """The most tokens one fill of this rank can hold (the size of each device-path staging buffer)."""
+        per_chunk = self.store.chunk_images * self.tokens_per_image
+        per_fill = max(1, -(-self.buffer_tokens // per_chunk))
+        return min(per_fill, -(-self.store.n_chunks // self.world_size)) * per_chunk
 
     def rank_tokens_per_epoch(self, epoch: int = 0) -> int:
         """Tokens this rank serves in `epoch` (ranks differ by at most one chunk)."""
@@ -168,33 +201,52 @@ class ActivationLoader:
             _RUNNING.pop(worker, None)
 
     def _produce(self, epoch: int, position: int, out: queue.Queue, stop: threading.Event) -> None:
+        slots = None
         try:
+            if self.device is not None:
+                storage = torch.int16 if self.store.dtype == "bfloat16" else torch.float16
+                slots = _Slots(self.fills_in_flight, self.fill_capacity, self.d, storage, self.device)
             while (self.epochs is None or epoch < self.epochs) and not stop.is_set():
-                self._produce_epoch(epoch, position, out, stop)
+                self._produce_epoch(epoch, position, out, stop, slots)
                 epoch, position = epoch + 1, 0
             _put(out, _END, stop)
         except BaseException as err:  # handed to the consumer, which re-raises it
             _put(out, err, stop)
+        finally:
+            if slots is not None:
+                slots.close()
 
-    def _produce_epoch(self, epoch: int, position: int, out: queue.Queue, stop: threading.Event) -> None:
+    def _produce_epoch(self, epoch: int, position: int, out: queue.Queue, stop: threading.Event,
+                       slots: _Slots | None = None) -> None:
         fills = [f for f in self.fills(epoch) if f.start + f.n_tokens > position]
         n_epoch = self.rank_tokens_per_epoch(epoch)
+        source = self._read_ahead(fills) if slots is None else self._stage_ahead(fills, slots)
+        with contextlib.closing(source):  # stops the reader thread as soon as this epoch ends or is abandoned
+            self._cut_fills(epoch, position, n_epoch, source, out, stop)
+
+    def _cut_fills(self, epoch: int, position: int, n_epoch: int, source, out: queue.Queue,
+                   stop: threading.Event) -> None:
         pending: list[torch.Tensor] = []
         n_pending = 0
-        for fill, data in self._read_ahead(fills):
+        for fill, data, release in source:
             order = torch.from_numpy(np.random.default_rng([self.seed, epoch, self.rank, fill.index])
                                      .permutation(fill.n_tokens))
+            if data.device.type != "cpu":
+                order = order.to(data.device, non_blocking=True)
             offset = max(0, position - fill.start)
-            while offset < fill.n_tokens:
-                take = min(self.batch_size - n_pending, fill.n_tokens - offset)
-                pending.append(data[order[offset:offset + take]])
-                offset, n_pending = offset + take, n_pending + take
-                end = fill.start + offset
-                if n_pending == self.batch_size or end == n_epoch:
-                    batch = (pending[0] if len(pending) == 1 else torch.cat(pending)).to(self.dtype)
-                    if not _put(out, (epoch, end, n_epoch, batch), stop):
-                        return
-                    pending, n_pending = [], 0
+            try:
+                while offset < fill.n_tokens:
+                    take = min(self.batch_size - n_pending, fill.n_tokens - offset)
+                    pending.append(data[order[offset:offset + take]])  # a copy: the fill's buffer may be reused
+                    offset, n_pending = offset + take, n_pending + take
+                    end = fill.start + offset
+                    if n_pending == self.batch_size or end == n_epoch:
+                        batch = (pending[0] if len(pending) == 1 else torch.cat(pending)).to(self.dtype)
+                        if not _put(out, (epoch, end, n_epoch, batch), stop):
+                            return
+                        pending, n_pending = [], 0
+            finally:
+                release()
 
     def _read_ahead(self, fills: list[Fill]):
         """Yield (fill, tokens) while the next fill is read in a background thread."""
@@ -218,10 +270,54 @@ class ActivationLoader:
             while (item := ready.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                fill, data = item
+                yield fill, data, _nothing
         finally:
             halt.set()
             reader.join()
+
+    def _stage_ahead(self, fills: list[Fill], slots: _Slots):
+        """The device path's `_read_ahead`: yield (fill, its tokens on the device, release) while a background
+        thread decodes the next fills into free slots and copies them to the device. `release()` hands the
+        fill's slot back once every gather from it has been issued (on a GPU the copy into the slot waits, on
+        the GPU, for those gathers to finish)."""
+        ready: queue.Queue = queue.Queue(maxsize=slots.n)
+        halt = threading.Event()
+
+        def stage_all():
+            with ThreadPoolExecutor(self.read_threads) as pool, slots.device_context():
+                for j, fill in enumerate(fills):
+                    if not slots.acquire(halt):
+                        return
+                    slot = j % slots.n
+                    try:
+                        host = slots.host_for_writing(slot)
+                        rows = np.cumsum([0, *(self._chunk_tokens(k) for k in fill.chunks)])
+                        list(pool.map(lambda i: self._read_chunk_into(fill.chunks[i], host[rows[i]:rows[i + 1]]),
+                                      range(len(fill.chunks))))
+                        item = (fill, slot, slots.to_device(slot, fill.n_tokens))
+                    except BaseException as err:
+                        item = err
+                    if not _put(ready, item, halt) or isinstance(item, BaseException):
+                        return
+            _put(ready, _END, halt)
+
+        reader = threading.Thread(target=stage_all, daemon=True, name="activation-stager")
+        reader.start()
+        try:
+            with slots.device_context():
+                while (item := ready.get()) is not _END:
+                    if isinstance(item, BaseException):
+                        raise item
+                    fill, slot, data = item
+                    slots.wait_copied(slot)
+                    if self.store.dtype == "bfloat16":
+                        data = data.view(torch.bfloat16)
+                    yield fill, data, lambda slot=slot: slots.release(slot)
+        finally:
+            halt.set()
+            reader.join()
+            slots.synchronize()
 
     def _read_chunk(self, k: int) -> torch.Tensor:
         """Chunk k's selected tokens, flattened to [n_tokens, d] in the stored dtype."""
@@ -230,6 +326,16 @@ class ActivationLoader:
             raw = raw[:, self.token_index]
         tokens = torch.from_numpy(np.ascontiguousarray(raw).reshape(-1, self.d))
         return tokens.view(torch.bfloat16) if self.store.dtype == "bfloat16" else tokens
+
+    def _read_chunk_into(self, k: int, out: np.ndarray) -> None:
+        """Chunk k's selected tokens decoded into `out` ([n_tokens, d], the storage dtype): one copy per token."""
+        start, stop = self.store.chunk_range(k)
+        per_image = out.reshape(stop - start, self.tokens_per_image, self.d)
+        if self.token_index is None:
+            self.store.read_raw_into(self.hook, start, stop, per_image)
+        else:
+            # mode="clip" writes straight into `out` (the default mode buffers); the indices are in range anyway
+            np.take(self.store.read_raw(self.hook, start, stop), self.token_index, axis=1, out=per_image, mode="clip")
 
     # ------------------------------------------------------------------ normalisation statistics
     def stats(self, max_tokens: int = 2**20) -> dict:
@@ -259,6 +365,79 @@ class ActivationLoader:
             count += x.shape[0]
         return {"mean": (total / count).tolist(), "mean_norm": norm_sum / count, "n_tokens": count,
                 "max_tokens": max_tokens}
+
+
+class _Slots:
+    """The device path's `n` fill buffers (docs/activation-store.md, "Reading").
+
+    Slot i holds a host staging buffer (pinned when the device is a GPU) and, on a GPU, a device buffer of
+    `capacity × d` stored-dtype values; fill j uses slot j % n. A semaphore of n permits bounds the fills in
+    flight: the stager takes one before it writes a slot and the batcher gives it back when done with the fill.
+    On a GPU two events per slot order the reuse: `copied` (the host-to-device copy, on a side stream, is done:
+    the staging buffer may be overwritten, the device buffer read) and `consumed` (the batcher's gathers from the
+    device buffer, on its stream, are done: the next copy into it may start)."""
+
+    def __init__(self, n: int, capacity: int, d: int, dtype: torch.dtype, device: torch.device):
+        self.n, self.device = n, device
+        self.cuda = device.type == "cuda"
+        self.free = threading.Semaphore(n)
+        self.host = [torch.empty((capacity, d), dtype=dtype, pin_memory=self.cuda) for _ in range(n)]
+        self.on_device = ([torch.empty((capacity, d), dtype=dtype, device=device) for _ in range(n)]
+                          if self.cuda else self.host)
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.copied = [torch.cuda.Event() for _ in range(n)] if self.cuda else []
+        self.consumed = [torch.cuda.Event() for _ in range(n)] if self.cuda else []
+
+    def device_context(self):
+        return torch.cuda.device(self.device) if self.cuda else contextlib.nullcontext()
+
+    def acquire(self, halt: threading.Event) -> bool:
+        """Take a free slot, unless the consumer has gone away (then False)."""
+        while not halt.is_set():
+            if self.free.acquire(timeout=0.1):
+                return True
+        return False
+
+    def host_for_writing(self, slot: int) -> np.ndarray:
+        """Slot's staging buffer as a numpy array, once its previous host-to-device copy has finished."""
+        if self.cuda:
+            self.copied[slot].synchronize()
+        return self.host[slot].numpy()
+
+    def to_device(self, slot: int, n_tokens: int) -> torch.Tensor:
+        """Start the copy of the slot's first n_tokens rows to the device; the device rows (not yet valid on
+        the batcher's stream until `wait_copied`)."""
+        if not self.cuda:
+            return self.host[slot][:n_tokens]
+        assert self.stream is not None
+        target = self.on_device[slot][:n_tokens]
+        with torch.cuda.stream(self.stream):
+            self.stream.wait_event(self.consumed[slot])
+            target.copy_(self.host[slot][:n_tokens], non_blocking=True)
+            self.copied[slot].record(self.stream)
+        return target
+
+    def wait_copied(self, slot: int) -> None:
+        if self.cuda:
+            torch.cuda.current_stream(self.device).wait_event(self.copied[slot])
+
+    def release(self, slot: int) -> None:
+        if self.cuda:
+            self.consumed[slot].record(torch.cuda.current_stream(self.device))
+        self.free.release()
+
+    def synchronize(self) -> None:
+        """Wait for copies still in flight (before the buffers are freed)."""
+        if self.stream is not None:
+            self.stream.synchronize()
+
+    def close(self) -> None:
+        self.synchronize()
+        self.host, self.on_device = [], []
+
+
+def _nothing() -> None:
+    pass
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -32,6 +32,7 @@ from typing import Literal, cast
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
 
 from visae.activation_store.layout import TokenLayout
 
@@ -251,6 +252,15 @@ class ActivationStore:
     def read_raw(self, hook: str, start: int, stop: int) -> np.ndarray:
         """Activations as stored (float16, or int16 holding bfloat16 bits)."""
         return _ndarray(self.acts(hook)[start:stop])
+
+    def read_raw_into(self, hook: str, start: int, stop: int, out: np.ndarray) -> None:
+        """`read_raw` decoded straight into `out` ([stop - start, n_tokens_kept, d], C-contiguous, the storage
+        dtype: float16 or int16), e.g. a view of pinned staging memory, with no intermediate array."""
+        array = self.acts(hook)
+        if out.shape != (stop - start, *array.shape[1:]) or out.dtype != array.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"read_raw_into needs a C-contiguous {array.dtype} array of shape "
+                             f"{(stop - start, *array.shape[1:])}, got {out.dtype} {out.shape}")
+        array.get_basic_selection(slice(start, stop), out=default_buffer_prototype().nd_buffer.from_numpy_array(out))
 
     @cached_property
     def image_ids(self) -> np.ndarray:

@@ -30,7 +30,7 @@ class EvalConfig:
     vocabulary: Optional[str] = None  # text file of concepts (one per line) for CLIP text labels
     compare_to: list[str] = field(default_factory=list)  # other evaluated dictionaries to place on the L0/FVU plot
     report_features: int = 24  # top-ranked features shown in report.html
-    device: str = "cpu"  # torch device
+    device: str = "auto"  # torch device: auto (this rank's GPU if one is visible, else cpu), cpu, cuda, cuda:N
     progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:

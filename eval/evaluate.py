@@ -13,7 +13,7 @@ import contextlib
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from visae.activation_store.layout import TokenLayout, canonical_hook
 from visae.activation_store.models import Preprocess, load_model
 from visae.activation_store.sources import open_source
 from visae.activation_store.store import ActivationStore
+from visae.core.devices import resolve_device
 from visae.core.reconstruction import FVU_DEFINITION, ReconstructionStats
 from visae.eval.auroc import AUROC_DEFINITION
 from visae.eval.codes import CodeCollector, Codes, sparse_shape
@@ -95,6 +96,7 @@ class SourceImages:
 
 
 def evaluate(cfg: EvalConfig) -> EvalResults:
+    cfg = replace(cfg, device=str(resolve_device(cfg.device)))  # `auto` -> this rank's GPU, or the CPU
     sae_dir = Path(cfg.sae_dir)
     if not (sae_dir / "cfg.json").is_file():
         raise FileNotFoundError(f"no SAE at {sae_dir} (cfg.json missing); pass a folder written by `visae train`")

@@ -61,7 +61,7 @@ def run_model_pass(model, sae, hook: str, token_kind: str, mean: torch.Tensor, i
     seconds, counted = {"clean": 0.0, "spliced": 0.0}, {"clean": 0, "spliced": 0}
     for start in tqdm(range(0, n_images, batch_size), desc="model passes", unit="batch", disable=not progress):
         stop = min(start + batch_size, n_images)
-        pixels = images(start, stop)
+        pixels = images(start, stop).to(model.device)
         captured: list[torch.Tensor] = []
         t0 = time.perf_counter()
         with torch.no_grad(), _capture(model, final_embedding_hook(model), captured):
@@ -69,9 +69,9 @@ def run_model_pass(model, sae, hook: str, token_kind: str, mean: torch.Tensor, i
         seconds["clean"] += time.perf_counter() - t0
         counted["clean"] += stop - start
         final = captured[-1]
-        embeddings.append((final[:, cls_index] if cls_index is not None else final.mean(1)).float().numpy())
+        embeddings.append((final[:, cls_index] if cls_index is not None else final.mean(1)).float().cpu().numpy())
         if kind == "embedding":
-            outputs.append(next(iter(clean.values())).float().numpy())
+            outputs.append(next(iter(clean.values())).float().cpu().numpy())
         if start < n_downstream:
             keep = min(stop, n_downstream) - start
             t0 = time.perf_counter()
@@ -83,9 +83,10 @@ def run_model_pass(model, sae, hook: str, token_kind: str, mean: torch.Tensor, i
             counted["spliced"] += keep
             stats.update({h: v[:keep] for h, v in clean.items()}, spliced)
             if class_text_emb is not None and labels is not None:
-                truth = torch.as_tensor(labels[start : start + keep])
+                truth = torch.as_tensor(labels[start : start + keep]).to(model.device)
                 passes = {"clean": {h: v[:keep] for h, v in clean.items()}, **spliced}
-                stats.update_zero_shot({name: zero_shot_correct(heads["output"], class_text_emb, truth)
+                text_emb = class_text_emb.to(model.device)
+                stats.update_zero_shot({name: zero_shot_correct(heads["output"], text_emb, truth)
                                         for name, heads in passes.items()})
     rates = {k: counted[k] / seconds[k] if seconds[k] > 0 else None for k in seconds}
     return ModelPassResult(downstream=stats.result(), embeddings=np.concatenate(embeddings), images_per_s=rates,

@@ -23,7 +23,7 @@ def participation_ratio(w: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def neuron_loadings(w_dec: torch.Tensor) -> dict:
-    w = w_dec.detach().double()
+    w = w_dec.detach().double().cpu()
     w = w / w.norm(dim=1, keepdim=True).clamp(min=1e-12)
     per_latent = participation_ratio(w, 1).numpy()
     per_neuron = participation_ratio(w, 0).numpy()

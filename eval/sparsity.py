@@ -33,12 +33,12 @@ class FiringStats:
 
     def update(self, z: torch.Tensor) -> None:
         """z: [tokens, d_sae] latent activations."""
-        fired = z != 0
+        fired = z != 0  # reduced where z lives (a GPU under device=auto); the [d_sae] sums are kept on the host
         self.n_tokens += z.shape[0]
         self.sum_l0 += float(fired.sum())
-        self.fire_count += fired.sum(0)
-        self.act_sum += z.double().sum(0)
-        self.act_max = torch.maximum(self.act_max, z.detach().double().max(0).values)
+        self.fire_count += fired.sum(0).cpu()
+        self.act_sum += z.double().sum(0).cpu()
+        self.act_max = torch.maximum(self.act_max, z.detach().double().max(0).values.cpu())
 
     def frequency(self) -> np.ndarray:
         return (self.fire_count.double() / max(self.n_tokens, 1)).numpy()

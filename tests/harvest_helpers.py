@@ -24,7 +24,7 @@ def save_tiny_weights(path: str) -> str:
 def cli_args(weights: str, out: str, images: str = "shapes:n=48,seed=0,size=32", batch_size: int = 8,
              hooks: str = "blocks.-1.resid_post,blocks.1.mlp_hidden", *extra: str) -> list[str]:
     return ["harvest", "--model", TINY_SPEC, "--weights", weights, "--images", images, "--hooks", *hooks.split(","),
-            "--out", out, "--batch-size", str(batch_size), "--num-workers", "2", *extra]
+            "--out", out, "--batch-size", str(batch_size), "--num-workers", "2", "--device", "cpu", *extra]
 
 
 def subprocess_env() -> dict:

@@ -15,7 +15,7 @@ from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
 from visae.core.reconstruction import ReconstructionStats
 from visae.training.config import TrainConfig
-from visae.training.data import BatchStream
+from visae.training.data import BatchStream, loader_device
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -59,7 +59,8 @@ def evaluate_many(saes: list, cfg: TrainConfig, store, device: torch.device, see
     world = distributed.world_size()
     batch = min(cfg.batch_size, cfg.eval_tokens)
     shares = [distributed.share(batch, world, r) for r in range(world)]
-    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[distributed.rank()], seed=seed)
+    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[distributed.rank()], seed=seed,
+                              device=loader_device(device))
     stream = BatchStream(loader, device)
     all_stats = [ReconstructionStats(store.d(cfg.hook), sae.cfg.d_sae, device) for sae in saes]
     for sae in saes:

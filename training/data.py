@@ -41,8 +41,17 @@ def mean_norm(loader: ActivationLoader) -> float:
     return norm
 
 
+def loader_device(device: torch.device) -> torch.device | None:
+    """Where the loader builds batches for training on `device`: on a GPU the device path (each fill copied there
+    once in its stored dtype, shuffled, batched and cast there; docs/activation-store.md, "Reading"), on the CPU
+    the host path (None)."""
+    return device if device.type == "cuda" else None
+
+
 class BatchStream:
     """Endless full batches of raw activations on `device`, in float32 (the SAE applies its input scale).
+
+    A loader built with `device=loader_device(device)` already serves them there (the move below is then a no-op).
 
     The loader's last batch of an epoch can be short; it is skipped so every step sees exactly
     `loader.batch_size` tokens (at most one batch per epoch and rank goes unused). The loader's own

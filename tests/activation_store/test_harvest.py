@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from harvest_helpers import TINY_SPEC, save_tiny_weights
 from PIL import Image
@@ -21,7 +22,8 @@ def weights(tmp_path_factory):
 
 def config(weights, out, **kw) -> HarvestConfig:
     base = dict(model=TINY_SPEC, weights=weights, images="shapes:n=20,seed=0,size=32", out=str(out),
-                hooks=["blocks.-1.resid_post", "blocks.0.attn_out"], batch_size=8, num_workers=2, progress=False)
+                hooks=["blocks.-1.resid_post", "blocks.0.attn_out"], batch_size=8, num_workers=2, progress=False,
+                device="cpu")  # compared with CPU forward passes
     return HarvestConfig(**{**base, **kw})
 
 
@@ -161,3 +163,13 @@ def test_two_random_inits_of_one_spec_are_different_models(tmp_path):
     harvest(config(None, tmp_path / "s.zarr", images="shapes:n=4,seed=0,size=32"))
     with pytest.raises(ValueError, match="refusing to resume.*model: store has"):
         harvest(config(None, tmp_path / "s.zarr", images="shapes:n=4,seed=0,size=32"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype,tokens", [("float16", "all"), ("bfloat16", "patches")])
+def test_cuda_harvest_under_autocast_matches_the_cpu_store(weights, tmp_path, dtype, tokens):
+    cpu = harvest(config(weights, tmp_path / "cpu.zarr", dtype=dtype, tokens=tokens))
+    gpu = harvest(config(weights, tmp_path / "gpu.zarr", dtype=dtype, tokens=tokens, device="cuda"))
+    assert gpu.complete and gpu.hooks == cpu.hooks and gpu.acts(gpu.hooks[0]).dtype == cpu.acts(cpu.hooks[0]).dtype
+    for hook in cpu.hooks:
+        np.testing.assert_allclose(gpu.read(hook, 0, 20), cpu.read(hook, 0, 20), rtol=5e-2, atol=5e-2)
