@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,37 @@ def write_atomic(path: str | os.PathLike, content: str | bytes) -> None:
             tmp.write_bytes(content)
         else:
             tmp.write_text(content)
+
+
+_TEMPORARY = re.compile(r"^\..+\.(?:tmp|old)-(\d+)$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the `.NAME.tmp-PID` and `.NAME.old-PID` leftovers in `folder` (not below it) of processes that are no
+    longer running (killed mid-write); those of live processes, this one included, are left alone. Returns the
+    removed paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        match = _TEMPORARY.match(path.name)
+        if match and not _process_alive(int(match.group(1))):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or a PID this system cannot have): leave its files alone
+    return True
 
 
 def _rename_over(tmp: Path, path: Path) -> None:

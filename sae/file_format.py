@@ -93,6 +93,14 @@ def read_cfg(path: Path) -> dict[str, Any]:
         raise ValueError(
             f"{file}: unknown architecture {cfg['architecture']!r}; visae loads {', '.join(architecture_names())}"
         )
+    if architecture_traits(cfg["architecture"]).uses_k:  # without k it would load as SAEConfig's default, silently
+        k = cfg.get("k")
+        if k is None:
+            raise ValueError(f"{file}: a {cfg['architecture']} dictionary needs the field `k` (active latents per "
+                             "token) and it is missing; add the k it was trained with, e.g. \"k\": 32")
+        whole = (isinstance(k, int) and not isinstance(k, bool)) or (isinstance(k, float) and k.is_integer())
+        if not whole or not 0 < k <= int(cfg["d_sae"]):
+            raise ValueError(f"{file}: the field `k` must be a whole number in 1..d_sae={cfg['d_sae']}, got {k!r}")
     if cfg.get("normalize_activations", "none") not in ("none", None, False):
         raise ValueError(
             f"{file}: normalize_activations={cfg['normalize_activations']!r} needs a scaling factor that is not in "

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import FastAPI, File, Query, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
@@ -131,7 +131,8 @@ def _add_api(app: FastAPI, catalog: Catalog, find, find_feature, limits: UploadL
     def example_png(dictionary_id: DictId, feature: FeatureId, which: Literal["top", "quantile"],
                     slot: Annotated[int, PathParam(ge=0)]) -> Response:
         dictionary = find_feature(dictionary_id, feature)
-        return Response(_example_png(dictionary, feature, which, slot), media_type="image/png", headers=PNG_CACHE)
+        return Response(_example_png(dictionary, feature, which, slot, limits), media_type="image/png",
+                        headers=PNG_CACHE)
 
     @app.get("/api/dictionaries/{dictionary_id}/images", tags=["images"],
              summary="Store images with thumbnails (to pick one to encode)")
@@ -144,10 +145,10 @@ def _add_api(app: FastAPI, catalog: Catalog, find, find_feature, limits: UploadL
                             "encode": f"/api/dictionaries/{dictionary.id}/images/{i}/encode"}
                            for i in indices[offset:offset + limit]]}
 
-    @app.get("/api/dictionaries/{dictionary_id}/images/{image}.png", tags=["images"], response_class=FileResponse,
+    @app.get("/api/dictionaries/{dictionary_id}/images/{image}.png", tags=["images"], response_class=Response,
              responses={200: {"content": {"image/png": {}}}}, summary="A store image's evaluation thumbnail")
-    def image_png(dictionary_id: DictId, image: ImageId) -> FileResponse:
-        return FileResponse(_thumb(find(dictionary_id), image), media_type="image/png", headers=PNG_CACHE)
+    def image_png(dictionary_id: DictId, image: ImageId) -> Response:
+        return Response(_thumb_bytes(find(dictionary_id), image), media_type="image/png", headers=PNG_CACHE)
 
     @app.post("/api/dictionaries/{dictionary_id}/encode", tags=["encode"],
               summary="Encode an uploaded image: top features with patch heatmaps, per-patch top features")
@@ -164,24 +165,28 @@ def _add_api(app: FastAPI, catalog: Catalog, find, find_feature, limits: UploadL
              summary="Encode a store image (its evaluation thumbnail)")
     def encode_store_image(dictionary_id: DictId, image: ImageId) -> dict:
         dictionary = find(dictionary_id)
-        with Image.open(_thumb(dictionary, image)) as thumb:
-            picture = thumb.convert("RGB")
+        picture = _thumb_image(dictionary, image, limits)
         source = {"kind": "store", "image": image, "width": picture.width, "height": picture.height}
         return encoding_json(dictionary, encode_image(dictionary, picture), source)
 
 
-def _thumb(dictionary: Dictionary, image: int) -> Path:
+def _thumb_bytes(dictionary: Dictionary, image: int) -> bytes:
+    """A thumbnail's bytes: only a regular file inside the dictionary folder (`Dictionary.read_thumb`)."""
     try:
-        return dictionary.thumb_path(image)
+        return dictionary.read_thumb(image)
     except IndexError as err:
         raise ApiError(404, "unknown_image", err.args[0]) from None
 
 
+def _thumb_image(dictionary: Dictionary, image: int, limits: UploadLimits) -> Image.Image:
+    """A thumbnail decoded under the upload limits: a file in the folder is not trusted more than an upload."""
+    return decode_upload(_thumb_bytes(dictionary, image), "image/png", limits)
+
+
 @lru_cache(maxsize=4096)
-def _example_png(dictionary: Dictionary, feature: int, which: str, slot: int) -> bytes:
+def _example_png(dictionary: Dictionary, feature: int, which: str, slot: int, limits: UploadLimits) -> bytes:
     try:
         image, heat, scale = dictionary.example(feature, which, slot)
     except IndexError as err:
         raise ApiError(404, "unknown_example", err.args[0]) from None
-    with Image.open(_thumb(dictionary, image)) as thumb:
-        return png_bytes(overlay(thumb.convert("RGB"), heat, scale))
+    return png_bytes(overlay(_thumb_image(dictionary, image, limits), heat, scale))

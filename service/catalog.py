@@ -8,7 +8,9 @@ sparsity.safetensors, with similar features, neurons and encoding, but no exampl
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -25,6 +27,21 @@ DICTIONARY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LABEL_COLUMNS = ("text_label", "best_factor", "top_label", "patch_top_label")
 SUMMARY_FIGURES = ("fvu", "mse", "cosine", "l0", "dead_fraction", "dense_10", "dense_1", "coverage_0_9", "n_tokens")
 MAX_LABELS = 500
+# An absolute path's folders (`/srv/data/` of `/srv/data/store.zarr`, also after `spec:`): never shown to clients.
+_ABSOLUTE_FOLDERS = re.compile(r"(?<![\w/])/(?:[^\s,;=()'\"/]+/)*(?=[^\s,;=()'\"/])")
+
+
+def hide_paths(text: str | None) -> str | None:
+    """`text` (a model spec, an image source) with the folders of every absolute path left out."""
+    return _ABSOLUTE_FOLDERS.sub("", text) if text else text
+
+
+def store_name(location: str | None) -> str | None:
+    """What clients are shown of a store: the last part of its path or URL (the store folder's name), never the
+    server's path; the label of a store harvested for one evaluation ("IMAGES through MODEL ...") without paths."""
+    if not location or any(c.isspace() for c in location):
+        return hide_paths(location)
+    return location.rstrip("/").rsplit("/", 1)[-1] or location
 
 
 def slug(text: str) -> str:
@@ -43,10 +60,11 @@ class Dictionary:
     results: EvalResults
     cfg: dict
     weights: str | None = None  # local model weights file, for models not loadable from their spec alone
+    device: str = "cpu"  # where the model runs when an image is encoded (the SAE itself stays on the CPU)
     evaluated: bool = True  # False: `results` holds only cfg.json figures and sparsity frequencies
 
     @classmethod
-    def load(cls, dictionary_id: str, path: Path, weights: str | None = None) -> Dictionary:
+    def load(cls, dictionary_id: str, path: Path, weights: str | None = None, device: str = "cpu") -> Dictionary:
         cfg = json.loads((path / "cfg.json").read_text())
         sae = SAE.load(path).eval()
         evaluated = EvalResults.exists(path)
@@ -57,7 +75,7 @@ class Dictionary:
                 f"re-run `visae eval {path} --store STORE`"
             )
         return cls(id=dictionary_id, path=path, sae=sae, results=results, cfg=cfg, weights=weights,
-                   evaluated=evaluated)
+                   device=device, evaluated=evaluated)
 
     # -- summary -------------------------------------------------------------------------------------------
     def _meta(self, key: str, *cfg_keys: str) -> str | None:
@@ -70,6 +88,12 @@ class Dictionary:
     @property
     def model(self) -> str | None:
         return self._meta("model", "model_name")
+
+    @property
+    def store_name(self) -> str | None:
+        """The store the dictionary was evaluated on, by name: never the server's path to it."""
+        store = self.results.summary.get("store")
+        return store_name(store) if isinstance(store, str) else None
 
     @property
     def hook(self) -> str | None:
@@ -96,7 +120,7 @@ class Dictionary:
         return {
             "id": self.id,
             "name": self.path.name,
-            "model": self.model,
+            "model": hide_paths(self.model),
             "hook": self.hook,
             "token_kind": self.token_kind,
             "architecture": self.cfg.get("architecture"),
@@ -114,7 +138,7 @@ class Dictionary:
             "freq_hist": self.results.summary.get("freq_hist"),
             "downstream": self.results.summary.get("downstream"),
             "metric_definitions": self.results.summary.get("metric_definitions"),
-            "store": self.results.summary.get("store"),
+            "store": self.store_name,
             "sort_columns": self.sort_columns,
             "default_sort": self.default_sort,
             "labels": self.labels,
@@ -262,16 +286,47 @@ class Dictionary:
     # -- images ----------------------------------------------------------------------------------------------
     @cached_property
     def image_indices(self) -> tuple[int, ...]:
-        """Store images that have an evaluation thumbnail (those referenced by top/quantile examples)."""
+        """Store images that have an evaluation thumbnail (those referenced by top/quantile examples), a regular
+        file inside the dictionary folder."""
         top = self.results.top
         referenced = np.unique(np.concatenate([top["top_images"].ravel(), top["quantile_images"].ravel()]))
-        return tuple(int(i) for i in referenced if i >= 0 and self.results.thumb_path(int(i)).is_file())
+        return tuple(int(i) for i in referenced if i >= 0 and self._inside(self.results.thumb_path(int(i))))
+
+    @cached_property
+    def _real_folder(self) -> Path:
+        return self.path.resolve()
+
+    def _inside(self, path: Path) -> Path | None:
+        """`path` with every symlink resolved, if that is a regular file inside the dictionary folder; else None."""
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, or a symlink loop
+            return None
+        return real if real.is_relative_to(self._real_folder) and real.is_file() else None
 
     def thumb_path(self, image: int) -> Path:
+        """The real path of an image's thumbnail: checked on every call, so a thumbnail replaced by a symlink out of
+        the folder (say, to /etc/passwd) after the service started is refused too."""
         if image not in set(self.image_indices):
             raise IndexError(f"image {image} has no thumbnail in {self.id}; list them at "
                              f"/api/dictionaries/{self.id}/images")
-        return self.results.thumb_path(image)
+        real = self._inside(self.results.thumb_path(image))
+        if real is None:
+            raise IndexError(f"image {image}'s thumbnail in {self.id} is not a regular file inside the dictionary "
+                             "folder; it is not served")
+        return real
+
+    def read_thumb(self, image: int) -> bytes:
+        """The bytes of an image's thumbnail (see `thumb_path`), opened without following a symlink."""
+        real = self.thumb_path(image)
+        try:
+            fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            raise IndexError(f"image {image}'s thumbnail in {self.id} cannot be read") from None
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise IndexError(f"image {image}'s thumbnail in {self.id} is not a regular file; it is not served")
+            return file.read()
 
 
 def _weights_only_results(path: Path, cfg: dict, sae: SAE) -> EvalResults:
@@ -308,9 +363,9 @@ class Catalog:
         self._by_id = {d.id: d for d in dictionaries}
 
     @classmethod
-    def load(cls, located: list[tuple[str, Path]], weights: str | None = None) -> Catalog:
+    def load(cls, located: list[tuple[str, Path]], weights: str | None = None, device: str = "cpu") -> Catalog:
         """Load (name, folder) pairs; names become unique URL-safe ids. `weights` is a local model weights file
-        used for encoding (as `visae harvest --weights` took it)."""
+        used for encoding (as `visae harvest --weights` took it), `device` the torch device the model runs on."""
         dictionaries, used = [], set()
         for name, path in located:
             base = slug(name)
@@ -318,7 +373,7 @@ class Catalog:
             while dictionary_id in used:
                 dictionary_id, n = f"{base}-{n}", n + 1
             used.add(dictionary_id)
-            dictionaries.append(Dictionary.load(dictionary_id, path, weights))
+            dictionaries.append(Dictionary.load(dictionary_id, path, weights, device))
         return cls(dictionaries)
 
     def __iter__(self):

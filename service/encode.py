@@ -13,13 +13,14 @@ import torch
 from PIL import Image
 
 from visae.activation_store.models import VisionModel, load_model
+from visae.core.image_bounds import ImageBoundsError
 from visae.service.catalog import Dictionary
 from visae.service.errors import ApiError
 
 TOP_FEATURES = 16
 PATCH_TOP = 3
 
-_models: dict[tuple[str, str | None], tuple[VisionModel, threading.Lock]] = {}
+_models: dict[tuple[str, str | None, str], tuple[VisionModel, threading.Lock]] = {}
 _models_lock = threading.Lock()
 
 
@@ -29,11 +30,11 @@ def model_for(dictionary: Dictionary) -> tuple[VisionModel, threading.Lock]:
     spec = dictionary.model
     if not spec:
         raise ApiError(409, "no_model", f"{dictionary.id} does not record its model spec, so images cannot be encoded")
-    key = (spec, dictionary.weights)
+    key = (spec, dictionary.weights, dictionary.device)
     with _models_lock:
         if key not in _models:
             try:
-                _models[key] = (load_model(spec, dictionary.weights), threading.Lock())
+                _models[key] = (load_model(spec, dictionary.weights, device=dictionary.device), threading.Lock())
             except Exception as err:
                 raise ApiError(503, "model_unavailable",
                                f"the model {spec!r} could not be loaded ({err}); encoding needs its weights "
@@ -52,12 +53,15 @@ def encode_image(dictionary: Dictionary, image: Image.Image) -> Encoding:
     model, lock = model_for(dictionary)
     if not dictionary.hook:
         raise ApiError(409, "no_hook", f"{dictionary.id} does not record its hook point, so images cannot be encoded")
-    shown = model.preprocess.resize_crop(image.convert("RGB"))
+    try:
+        shown = model.preprocess.resize_crop(image.convert("RGB"))
+    except ImageBoundsError as err:  # the model's resize would exceed the pixel budget
+        raise ApiError(422, "image_too_large_to_resize", str(err)) from None
     pixels = model.preprocess(image.convert("RGB"))
     hook = model.canonical(dictionary.hook)
     layout = model.layout
     with lock, torch.no_grad():
-        acts = model.run_with_cache(pixels[None], [hook])[hook][0].float()
+        acts = model.run_with_cache(pixels[None].to(model.device), [hook])[hook][0].float().cpu()
         codes = dictionary.sae.encode(acts.to(dictionary.sae.W_dec.dtype)).float()
     kind = dictionary.token_kind
     kept = torch.as_tensor(layout.indices(kind), dtype=torch.long)

@@ -1,4 +1,5 @@
-"""Safe decoding of uploaded images: byte and pixel limits, decompression bombs refused, image formats only."""
+"""Safe decoding of uploaded images: byte and pixel limits, decompression bombs and aspect ratios beyond 64:1
+(`core.image_bounds`) refused, image formats only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from visae.core.image_bounds import ImageBoundsError, check_aspect_ratio
 from visae.service.errors import ApiError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
@@ -33,6 +35,10 @@ def decode_upload(data: bytes, content_type: str | None, limits: UploadLimits) -
     if width * height > limits.max_pixels:
         raise ApiError(413, "too_many_pixels",
                        f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}")
+    try:
+        check_aspect_ratio(width, height)
+    except ImageBoundsError as err:
+        raise ApiError(422, "extreme_aspect_ratio", str(err)) from None
     return _decode_rgb(image)
 
 

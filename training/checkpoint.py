@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +74,16 @@ def load_rank_checkpoint(run_dir: str | os.PathLike) -> dict:
     if not (folder / LATEST_FILE).is_file():
         raise FileNotFoundError(f"no checkpoint in {run_dir}; it finished already or never reached its first "
                                 "checkpoint - start it again without --resume")
-    latest = json.loads((folder / LATEST_FILE).read_text())
+    try:
+        latest = json.loads((folder / LATEST_FILE).read_text())
+        latest = {"step": int(latest["step"]), "world_size": int(latest["world_size"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(_damaged(folder / LATEST_FILE, f"{type(err).__name__}: {err}")) from None
     if latest["world_size"] != distributed.world_size():
         raise ValueError(f"cannot resume: {run_dir} was checkpointed with {latest['world_size']} processes, this "
                          f"launch has {distributed.world_size()}; relaunch with the same --nproc_per_node")
     path = folder / _rank_file(latest["step"], distributed.rank())
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _load(path, SWEEP_CHECKPOINT_KEYS)
 
 
 def remove_rank_checkpoints(run_dir: str | os.PathLike) -> None:
@@ -98,7 +104,50 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint in {run_dir}; it finished already or never reached its first "
                                 f"checkpoint - start it again without --resume")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _load(path, CHECKPOINT_KEYS)
+
+
+CHECKPOINT_KEYS = ("step", "config", "store_fingerprint", "trainer", "ranks")  # what `training.run` saves
+SWEEP_CHECKPOINT_KEYS = ("step", "config", "store_fingerprint", "rng", "loader", "members")  # `training.sweep`'s
+
+
+def _load(path: Path, keys: tuple[str, ...]) -> dict:
+    """A checkpoint's state; an empty, truncated, random, pickled or foreign file gives one line saying so."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it is about to refuse
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # EOFError, RuntimeError (zip), UnpicklingError (pickles are refused), OSError, ...
+        raise ValueError(_damaged(path, _why_unreadable(path, err))) from None
+    missing = [k for k in keys if k not in state] if isinstance(state, dict) else list(keys)
+    if missing:
+        raise ValueError(_damaged(path, f"it lacks {', '.join(missing)}"))
+    return state
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """What is wrong with a file torch.load refused, in words (torch's own messages suggest unsafe loading)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as read_err:
+        return f"cannot read it: {read_err.strerror or read_err}"
+    if not head:
+        return "the file is empty"
+    if "Unsupported global" in str(err):  # torch's weights-only loader met a class
+        return "it holds Python objects other than tensors, which visae refuses to unpickle (they could run code)"
+    if head == b"PK":
+        return "a torch archive that is truncated or corrupt"
+    if head[:1] == b"\x80":
+        return ("a pickle that is not a torch checkpoint" if isinstance(err, pickle.UnpicklingError) else
+                "a pickle that is truncated or corrupt")
+    return "not a torch checkpoint file"
+
+
+def _damaged(path: Path, reason: str) -> str:
+    remove = "it" if path.name == CHECKPOINT_FILE else f"the folder {path.parent}"  # a sweep's: the whole step
+    return (f"{path} is not a visae checkpoint or is damaged ({reason}); delete {remove} to start the run again "
+            "from step 0, or restore it from a backup")
 
 
 def rng_state() -> dict:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
+from visae.core.atomic import remove_stale_temporaries
 from visae.core.devices import resolve_device
 from visae.sae import create_sae
 from visae.training.build import build_trainer, sae_config, store_metadata
@@ -31,7 +32,7 @@ from visae.training.checkpoint import (
 )
 from visae.training.closing_eval import calibrate, evaluate_summary, training_metadata
 from visae.training.config import TrainConfig, load_config, resolve_defaults, validate
-from visae.training.data import BatchStream, mean_norm, open_store
+from visae.training.data import BatchStream, loader_device, mean_norm, open_store
 from visae.training.logger import RunLogger
 from visae.training.metrics import log10_freq
 from visae.training.run_dir import (
@@ -40,7 +41,7 @@ from visae.training.run_dir import (
     create_run_dir,
     saved_run_config,
 )
-from visae.training.trainer import SAETrainer
+from visae.training.trainer import NonFiniteTraining, SAETrainer, nonfinite_message
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -67,13 +68,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     world, rank = distributed.world_size(), distributed.rank()
     batch_shares = [distributed.share(cfg.batch_size, world, r) for r in range(world)]
-    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=batch_shares[rank], seed=cfg.seed)
+    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=batch_shares[rank], seed=cfg.seed,
+                              device=loader_device(device))
     total_steps = cfg.total_tokens // cfg.batch_size
 
     torch.manual_seed(cfg.seed)
     sae = create_sae(sae_config(cfg, d_in, store_metadata(store, cfg))).to(device)
     trainer = build_trainer(sae, cfg, total_steps, data_parallel=True)
     start = _restore(checkpoint, trainer, loader) if checkpoint else 0
+    if checkpoint:
+        stop_if_nonfinite(trainer, start, cfg, run_dir, resumed=True)  # a damaged (bit-flipped) checkpoint
     stream = BatchStream(loader, device)
     first_batch = None if checkpoint else _init_from_first_batch(sae, stream, loader, batch_shares)
 
@@ -82,18 +86,25 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     share = batch_shares[rank] / cfg.batch_size
     bar = tqdm(total=total_steps * cfg.batch_size, initial=start * cfg.batch_size, unit="tok", unit_scale=True,
                desc=f"train {cfg.run_name}", disable=not distributed.is_main(), smoothing=0.05)
-    for step in range(start, total_steps):
-        x = first_batch if first_batch is not None else next(stream)
-        first_batch = None
-        evaluation = trainer.evaluate(x) if (step + 1) % cfg.eval_every_steps == 0 else None  # unseen tokens
-        trainer.step(x, step, share=share, global_tokens=cfg.batch_size)
-        bar.update(cfg.batch_size)
-        done = step + 1
-        if done % cfg.log_every_steps == 0 or done == total_steps or evaluation:
-            _log_window(trainer, logger, bar, done, cfg.batch_size, evaluation)
-        if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
-            _checkpoint(run_dir, trainer, loader, done, cfg, store.fingerprint)
-    bar.close()
+    try:
+        for step in range(start, total_steps):
+            x = first_batch if first_batch is not None else next(stream)
+            first_batch = None
+            evaluation = trainer.evaluate(x) if (step + 1) % cfg.eval_every_steps == 0 else None  # unseen tokens
+            trainer.step(x, step, share=share, global_tokens=cfg.batch_size)
+            bar.update(cfg.batch_size)
+            done = step + 1
+            if done % cfg.log_every_steps == 0 or done == total_steps or evaluation:
+                _log_window(trainer, logger, bar, done, cfg.batch_size, evaluation)
+                stop_if_nonfinite(trainer, done, cfg, run_dir, resumed=bool(checkpoint))
+            if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
+                _checkpoint(run_dir, trainer, loader, done, cfg, store.fingerprint, bool(checkpoint))
+        stop_if_nonfinite(trainer, total_steps, cfg, run_dir, bool(checkpoint))  # nor saved non-finite
+    except NonFiniteTraining:
+        stream.close()
+        raise
+    finally:
+        bar.close()
     if sae.traits.needs_calibration:
         calibrate([trainer], stream)
     stream.close()
@@ -117,7 +128,10 @@ def resume(run_dir: str | os.PathLike, overrides: Sequence[str] = (), config_pat
 
 
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, fingerprint: str, resume: bool) -> dict | None:
-    """Create the run folder (new run) or load and check its checkpoint (resume)."""
+    """Create the run folder (new run) or load and check its checkpoint (resume), first removing the temporary
+    files (`.checkpoint.pt.tmp-PID`, ...) that killed processes left in it."""
+    if distributed.is_main():
+        remove_stale_temporaries(run_dir)
     if not resume:
         if checkpoint_path(run_dir).exists():
             raise FileExistsError(f"{run_dir} holds an unfinished run; continue it with `visae train --resume "
@@ -132,9 +146,23 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, fingerprint: str, resume: 
     return checkpoint
 
 
+def stop_if_nonfinite(trainer: SAETrainer, step: int, cfg: TrainConfig, run_dir: Path, resumed: bool = False) -> None:
+    """Raise NonFiniteTraining (one line: the step, the likely cause, what was kept) if a loss, gradient or weight
+    is NaN or infinite. Called at logging windows, before every checkpoint and before the final save, so a run stops
+    at most `log_every_steps` steps after the first NaN and never writes non-finite weights."""
+    first = trainer.first_nonfinite_step()
+    if first is None:
+        return
+    kept = checkpoint_path(run_dir)
+    raise NonFiniteTraining(nonfinite_message(
+        step, first, cfg.store, cfg.hook, cfg.lr, f"{kept} was left as it was" if kept.exists() else
+        "no checkpoint was written", resumed=resumed))
+
+
 def _checkpoint(run_dir: Path, trainer: SAETrainer, loader: ActivationLoader, step: int, cfg: TrainConfig,
-                fingerprint: str) -> None:
+                fingerprint: str, resumed: bool = False) -> None:
     trainer.sync_buffers()
+    stop_if_nonfinite(trainer, step, cfg, run_dir, resumed)  # never a checkpoint of non-finite weights
     ranks = distributed.all_gather_objects({"rng": rng_state(), "loader": loader.state_dict()})
     if distributed.is_main():
         save_checkpoint(run_dir, {"step": step, "config": asdict(cfg), "store_fingerprint": fingerprint,

@@ -26,11 +26,13 @@ from tqdm.auto import tqdm
 
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
+from visae.core.atomic import remove_stale_temporaries
 from visae.core.config import load_typed_config
 from visae.core.devices import resolve_device
 from visae.sae import architecture_traits, create_sae
 from visae.training.build import build_trainer, sae_config, store_metadata
 from visae.training.checkpoint import (
+    RANK_CHECKPOINTS,
     has_rank_checkpoint,
     load_rank_checkpoint,
     remove_rank_checkpoints,
@@ -41,12 +43,12 @@ from visae.training.checkpoint import (
 from visae.training.closing_eval import calibrate, evaluate_many, training_metadata
 from visae.training.config import TrainConfig, resolve_defaults, sparsity_label, validate
 from visae.training.config import width as n_latents
-from visae.training.data import BatchStream, mean_norm, open_store
+from visae.training.data import BatchStream, loader_device, mean_norm, open_store
 from visae.training.logger import RunLogger
 from visae.training.metrics import log10_freq
 from visae.training.run_dir import check_same_run, create_run_dir, saved_run_config
 from visae.training.sweep_results import RESULTS_FILE, result_row, write_results
-from visae.training.trainer import SAETrainer
+from visae.training.trainer import NonFiniteTraining, SAETrainer, nonfinite_message
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -134,7 +136,8 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     owners = distributed.assign_balanced([float(n_latents(m, d_in)) for m in members], world)
     mine = [i for i, owner in enumerate(owners) if owner == rank]
     shares = [distributed.share(cfg.batch_size, world, r) for r in range(world)]
-    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[rank], seed=cfg.seed)
+    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[rank], seed=cfg.seed,
+                              device=loader_device(device))
     norm = mean_norm(loader)
     total_steps = cfg.total_tokens // cfg.batch_size
     trainers = {i: _member_trainer(members[i], d_in, store, total_steps, device) for i in mine}
@@ -162,12 +165,15 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
         done = step + 1
         if done % cfg.log_every_steps == 0 or done == total_steps:
             _log_members(logger, done, members, trainers)
+            _stop_if_nonfinite(sweep_dir, done, members, trainers, bool(checkpoint))
         if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
+            _stop_if_nonfinite(sweep_dir, done, members, trainers, bool(checkpoint))  # never a non-finite checkpoint
             save_rank_checkpoint(sweep_dir, done, {
                 "step": done, "config": asdict(cfg), "store_fingerprint": store.fingerprint, "rng": rng_state(),
                 "loader": loader.state_dict(),
                 "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
     bar.close()
+    _stop_if_nonfinite(sweep_dir, total_steps, members, trainers, bool(checkpoint))
     # Decided over the whole grid, not this rank's share: every rank joins the batches' all-gather.
     if any(architecture_traits(m.architecture).needs_calibration for m in members):
         calibrate(trainers.values(), (distributed.all_gather_rows(x, shares) for x in stream))
@@ -199,7 +205,11 @@ def resume_sweep(sweep_dir: str | os.PathLike, overrides: Sequence[str] = ()) ->
 
 
 def _prepare_sweep_dir(sweep_dir: Path, cfg: SweepConfig, fingerprint: str, resume: bool) -> dict | None:
-    """Create the sweep folder (new sweep) or load and check this rank's checkpoint (resume)."""
+    """Create the sweep folder (new sweep) or load and check this rank's checkpoint (resume), first removing the
+    temporary files that killed processes left in it."""
+    if distributed.is_main():
+        for folder in (sweep_dir, sweep_dir / RANK_CHECKPOINTS, sweep_dir / "saes"):
+            remove_stale_temporaries(folder)
     if resume:
         checkpoint = load_rank_checkpoint(sweep_dir)
         check_same_run(checkpoint, cfg, fingerprint)
@@ -239,6 +249,26 @@ def _member_trainer(member: TrainConfig, d_in: int, store, total_steps: int, dev
     torch.manual_seed(member.seed)
     sae = create_sae(sae_config(member, d_in, store_metadata(store, member))).to(device)
     return build_trainer(sae, member, total_steps, data_parallel=False)
+
+
+def _stop_if_nonfinite(sweep_dir: Path, step: int, members: list[TrainConfig], trainers: dict,
+                       resumed: bool) -> None:
+    """Stop the sweep (every rank) once any SAE's loss, gradient or weights turned NaN or infinite (see
+    `training.run.stop_if_nonfinite`); its last committed checkpoint is kept as it was."""
+    local = {}
+    for i, trainer in trainers.items():
+        first = trainer.first_nonfinite_step()
+        if first is not None:
+            local[members[i].run_name] = first
+    bad = {name: first for part in distributed.all_gather_objects(local) for name, first in part.items()}
+    if bad:
+        name, first = min(bad.items(), key=lambda item: (item[1] or step, item[0]))
+        member = next(m for m in members if m.run_name == name)
+        others = f" ({len(bad) - 1} other SAE(s) too: {', '.join(sorted(set(bad) - {name}))})" if len(bad) > 1 else ""
+        kept = (f"the checkpoint in {sweep_dir / RANK_CHECKPOINTS} was left as it was" if has_rank_checkpoint(sweep_dir)
+                else "no checkpoint was written")
+        raise NonFiniteTraining(nonfinite_message(step, first, member.store, member.hook, member.lr, kept,
+                                                  name=f"SAE {name}{others}", resumed=resumed))
 
 
 def _log_members(logger: RunLogger, step: int, members: list[TrainConfig], trainers: dict) -> None:

@@ -7,6 +7,7 @@ stream) drive SAEs through this class.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,26 @@ from visae.training.schedule import WarmupDecay, lr_scheduler, sparsity_scale
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float
+
+
+class NonFiniteTraining(ValueError):
+    """A loss, gradient or weight became NaN or infinite: training stops instead of spending its budget on NaN."""
+
+
+def nonfinite_message(step: int, first: int, store: str, hook: str | None, lr: float | None, kept: str,
+                      name: str = "", resumed: bool = False) -> str:
+    """The one line a run stops with when `SAETrainer.first_nonfinite_step` found NaN or inf (`first`)."""
+    when = (f"the loss or a gradient became NaN or infinite at step {first}" if first
+            else "the SAE weights hold NaN or infinite values")
+    if lr is not None and not math.isfinite(lr):
+        causes = f"the learning rate is {lr}: set a finite `lr`"
+    else:
+        causes = (f"NaN or inf values in the store {store} (check its {hook} activations; re-harvest a damaged "
+                  f"store), or a learning rate too high ({'' if lr is None else f'lr={lr:g}; '}lower `lr`)")
+        if resumed:
+            causes += ", or a damaged checkpoint this run resumed from"
+    return (f"training stopped at step {step}: {name + ': ' if name else ''}{when}. Likely cause: {causes}. "
+            f"Nothing non-finite was saved: {kept}")
 
 
 class SAETrainer:
@@ -47,6 +68,9 @@ class SAETrainer:
         self.data_parallel = data_parallel and distributed.world_size() > 1
         self.metrics = StepMetrics()
         self.n_dead = 0  # latents dead at the last refresh (see `refresh_dead`)
+        # The first step whose loss or gradient norm was not finite (-1: none), kept on the device so that checking
+        # costs no host sync per step; read at logging windows and before checkpoints (`first_nonfinite_step`).
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=device)
 
     def _autocast(self, device: torch.device):
         if self.autocast_dtype is None:
@@ -69,6 +93,8 @@ class SAETrainer:
         self.sae.after_backward()
         grad_norm = (torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=True)
                      if self.grad_clip > 0 else torch.zeros((), device=x.device))
+        bad = ~torch.isfinite(out.total.detach().float() + grad_norm)  # NaN and inf survive the sum
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
         self.optimizer.step()
         self.scheduler.step()
         self.sae.after_step()
@@ -77,6 +103,19 @@ class SAETrainer:
         self.metrics.add({"loss": out.total, **{f"loss/{k}": v for k, v in out.parts.items()},
                           "fvu_batch": fvu_num / fvu_den, "l0": torch.as_tensor(out.l0, device=x.device),
                           "dead_fraction": self.dead.dead_fraction(), "grad_norm": grad_norm})
+
+    @torch.no_grad()
+    def first_nonfinite_step(self) -> int | None:
+        """None while every loss, gradient and weight so far is finite; else the first step (counted from 1, as
+        logged) whose loss or gradient was NaN or infinite, or 0 when only the weights are (loaded so, broken by the
+        last update, or on another data-parallel rank). One host sync; under data parallel all ranks agree."""
+        weights_bad = torch.stack([~torch.isfinite(p).all() for p in self.params]).any()
+        # [first bad step as logged (0: none), whether anything is bad here]; the flag is summed over ranks
+        flags = torch.stack([self._first_bad + 1, ((self._first_bad >= 0) | weights_bad).long()])
+        if self.data_parallel:
+            flags[1:] = distributed.all_reduce_sum(flags[1:].clone())
+        first, bad = (int(v) for v in flags.tolist())
+        return first if bad else None
 
     def refresh_dead(self) -> None:
         """Count the dead latents (one host sync, at logging steps) for the next steps' AuxK.

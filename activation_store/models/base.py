@@ -20,6 +20,7 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from visae.activation_store.layout import TokenLayout, canonical_hook, hook_block, hook_points
+from visae.core.image_bounds import check_resize
 
 ActivationFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -50,7 +51,13 @@ class Preprocess:
         self._to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize(self.mean, self.std)])
 
     def resize_crop(self, image: Image.Image) -> Image.Image:
-        """The image exactly as the model sees it, before normalisation (for thumbnails and heatmap overlays)."""
+        """The image exactly as the model sees it, before normalisation (for thumbnails and heatmap overlays).
+
+        Raises `core.image_bounds.ImageBoundsError` (a ValueError) for an image longer than 64:1 or one whose
+        resize would exceed the pixel budget, before anything is allocated."""
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        check_resize(width, height, self.size, int(self.size * long / short) if short else 0)  # torchvision's size
         return self._geometry(image)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Safe image decoding, in one place: every source turns files and arrays into RGB images through here.
 
 Odd but valid images (CMYK, 16-bit, palette, alpha, greyscale, EXIF-rotated) become upright 8-bit RGB; alpha is
-composited on white. Broken files (zero bytes, not an image, truncated, absurd dimensions) become an
-ImageRecord with `image=None` and a one-line `error`, never an exception.
+composited on white. Broken files (zero bytes, not an image, truncated, absurd dimensions, an aspect ratio beyond
+64:1: `core.image_bounds`) become an ImageRecord with `image=None` and a one-line `error`, never an exception.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from visae.activation_store.sources.base import ImageRecord
+from visae.core.image_bounds import check_aspect_ratio
 
 MAX_PIXELS = 89_478_485
 """Images with more pixels than this are refused as decompression bombs: PIL's own default limit, above which it
@@ -55,6 +56,7 @@ def decode_file(path: str | Path) -> Image.Image:
                 raise ValueError(
                     f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the limit of {MAX_PIXELS}"
                 )
+            check_aspect_ratio(width, height)  # a 200,000x1 image would be resized to 200,000 times the model's size
             image.load()
             return to_rgb(image)
     except Image.UnidentifiedImageError as e:
