@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +42,9 @@ from visae.activation_store.harvest_config import HarvestConfig
 from visae.activation_store.models import load_model
 from visae.activation_store.models.base import VisionModel
 from visae.activation_store.sources import ImageSource, open_source
-from visae.activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, is_remote, open_group
+from visae.activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTable, is_remote, open_group, writer_lock
+from visae.activation_store.store import _array as _array_of
+from visae.activation_store.verify import damaged_chunks
 from visae.core import distributed
 from visae.core.devices import resolve_device
 
@@ -59,19 +62,29 @@ def harvest(cfg: HarvestConfig, model: VisionModel | None = None) -> ActivationS
     attrs = store_attrs(cfg, model, source, hooks, token_index)
     with distributed.joined_process_group("gloo"):
         rank, world = distributed.rank(), distributed.world_size()
-        if rank == 0:
-            store = open_or_create(cfg, attrs, model, source, hooks)
-        distributed.barrier()
-        if rank != 0:
-            store = ActivationStore.open(cfg.out, cfg.storage_options, mode="r+")
-        done = store.done_mask()
-        chunks = [k for k in range(store.n_chunks) if k % world == rank and not done[k]]
-        if chunks:
-            _harvest_chunks(model, source, store, chunks, hooks, token_index, cfg, show=rank == 0)
-        distributed.barrier()
-        if rank == 0:
-            store.mark_complete()
-        distributed.barrier()
+        # Rank 0 holds the store's writer lock for the whole harvest: a second harvest into the same --out waits,
+        # then finds the store written (same identity: it resumes, with nothing left to do) or is refused (another
+        # identity). The other ranks write only chunks rank 0 hands out, inside the lock it holds.
+        lock = writer_lock(cfg.out) if rank == 0 else contextlib.nullcontext()
+        with lock:
+            store = open_or_create(cfg, attrs, model, source, hooks) if rank == 0 else None
+            distributed.barrier()
+            return _harvest_store(cfg, model, source, store, hooks, token_index, rank, world)
+
+
+def _harvest_store(cfg: HarvestConfig, model: VisionModel, source: ImageSource, store: ActivationStore | None,
+                   hooks: list[str], token_index: list[int], rank: int, world: int) -> ActivationStore:
+    """Every rank's part of the harvest, once rank 0 has opened or created the store (`store` on rank 0)."""
+    if store is None:
+        store = ActivationStore.open(cfg.out, cfg.storage_options, mode="r+")
+    done = store.done_mask()
+    chunks = [k for k in range(store.n_chunks) if k % world == rank and not done[k]]
+    if chunks:
+        _harvest_chunks(model, source, store, chunks, hooks, token_index, cfg, show=rank == 0)
+    distributed.barrier()
+    if rank == 0:
+        store.mark_complete()
+    distributed.barrier()
     return ActivationStore.open(cfg.out, cfg.storage_options)
 
 
@@ -120,6 +133,7 @@ def open_or_create(cfg: HarvestConfig, attrs: dict, model: VisionModel, source: 
     if group is not None and group.attrs.get("initialized", False):
         store = ActivationStore.open(cfg.out, cfg.storage_options, mode="r+")
         check_resumable(store, attrs)
+        reopen_damaged_chunks(store)
         return store
     if group is not None and group.attrs.get("format") != "visae-activation-store":
         raise FileExistsError(f"{cfg.out} is a Zarr group that is not an activation store; choose another --out")
@@ -129,13 +143,30 @@ def open_or_create(cfg: HarvestConfig, attrs: dict, model: VisionModel, source: 
 
 
 def check_resumable(store: ActivationStore, attrs: dict) -> None:
+    """Refuse to write into a store whose identity (model and weights hashes, source and its fingerprint, hooks,
+    tokens, dtype, ...) is not this run's. Run under the store's writer lock, so a harvest that held it before
+    (even one running at the same time) has recorded its identity."""
     existing = store.attrs
     differ = [key for key in IDENTITY_KEYS if existing.get(key) != attrs[key]]
     if differ:
         details = "; ".join(f"{key}: store has {existing.get(key)!r}, this run asks for {attrs[key]!r}"
                             for key in differ)
-        raise ValueError(f"refusing to resume into {store.path}: it was harvested differently ({details}). "
-                         "Choose another --out, or delete the store to start over")
+        raise ValueError(f"refusing to resume into {store.path}: another harvest (earlier, or still running) wrote "
+                         f"it with another identity ({details}). Choose another --out, or delete the store (and "
+                         "its .lock file) to start over")
+
+
+def reopen_damaged_chunks(store: ActivationStore) -> None:
+    """Mark undone the chunks the done-mask claims but whose objects are missing or truncated (the cheap checks
+    of `activation_store.verify`), so this resumed harvest writes them again."""
+    damaged = damaged_chunks(store)
+    if damaged:
+        print(f"{store.path}: chunk(s) {', '.join(map(str, damaged))} are marked done but their files are missing "
+              "or truncated; writing them again", file=sys.stderr, flush=True)
+        done = _array_of(store.group, "done")
+        for k in damaged:
+            done[k] = False
+        store.group.attrs["complete"] = False
 
 
 def scan_source(source: ImageSource, n_wanted: int | None, bad_files: str, workers: int,

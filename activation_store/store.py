@@ -21,16 +21,19 @@ never share a storage object; all arrays are allocated in full before any activa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, cast
 
 import numpy as np
 import zarr
+from filelock import FileLock, Timeout
 from zarr.codecs import ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 
@@ -55,6 +58,33 @@ AccessMode = Literal["r", "r+", "a", "w", "w-"]
 
 def is_remote(path: str) -> bool:
     return "://" in str(path)
+
+
+def lock_path(path: str) -> str:
+    """The writer lock of a local store: a file beside it (not inside: creating a store clears its folder)."""
+    return os.path.abspath(str(path)).rstrip(os.sep) + ".lock"
+
+
+@contextlib.contextmanager
+def writer_lock(path: str, wait_message: bool = True) -> Iterator[None]:
+    """Hold the store's writer lock (an OS file lock, released even if the process dies). Remote (`s3://`)
+    stores take none: object stores offer no lock that every writer honours (docs/activation-store.md)."""
+    if is_remote(path):
+        yield
+        return
+    os.makedirs(os.path.dirname(lock_path(path)) or ".", exist_ok=True)
+    lock = FileLock(lock_path(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if wait_message:
+            print(f"another harvest is writing {path} (lock {lock_path(path)}); waiting for it to finish",
+                  file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def resolve_storage_options(path: str, storage_options: dict | None) -> dict | None:
@@ -169,8 +199,10 @@ class ActivationStore:
         group = open_group(path, "w", storage_options, attributes=full_attrs)
         compressors = ZstdCodec(level=3) if compression == "zstd" else None
         for hook, d in hook_dims.items():
+            # every written chunk is stored, even an all-zero one, so a missing chunk object always means damage
             arr = group.create_array(f"acts/{hook}", shape=(n_images, n_tokens, d), chunks=(chunk, n_tokens, d),
-                                     dtype=_STORAGE_DTYPE[dtype], compressors=compressors, fill_value=0)
+                                     dtype=_STORAGE_DTYPE[dtype], compressors=compressors, fill_value=0,
+                                     config={"write_empty_chunks": True})
             arr.attrs["logical_dtype"] = dtype
         n_chunks = -(-n_images // chunk)
         group.create_array("done", shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False, compressors=None)

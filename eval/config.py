@@ -30,6 +30,7 @@ class EvalConfig:
     vocabulary: Optional[str] = None  # text file of concepts (one per line) for CLIP text labels
     compare_to: list[str] = field(default_factory=list)  # other evaluated dictionaries to place on the L0/FVU plot
     report_features: int = 24  # top-ranked features shown in report.html
+    allow_mismatch: bool = False  # run on a store of another model/weights/hook/tokens (noted in summary.json)
     device: str = "auto"  # torch device: auto (this rank's GPU if one is visible, else cpu), cpu, cuda, cuda:N
     progress: bool = True  # show progress bars
 

@@ -25,6 +25,7 @@ from visae.activation_store.layout import TokenLayout, canonical_hook
 from visae.activation_store.models import Preprocess, load_model
 from visae.activation_store.sources import open_source
 from visae.activation_store.store import ActivationStore
+from visae.activation_store.verify import check_store
 from visae.core.devices import resolve_device
 from visae.core.reconstruction import FVU_DEFINITION, ReconstructionStats
 from visae.eval.auroc import AUROC_DEFINITION
@@ -105,11 +106,55 @@ def evaluate(cfg: EvalConfig) -> EvalResults:
     with _store_for(cfg, meta) as store:
         if not store.complete:
             raise ValueError(f"the store at {store.path} is incomplete; finish it with `visae harvest` (it resumes)")
+        check_store(store)
+        mismatches = dictionary_store_mismatches(cfg, meta, int(sae.cfg.d_in), store)
         model = _load_matching_model(cfg, store) if cfg.model_passes else None
         target = Target.resolve(cfg, meta, store, model)
         n_images = min(store.n_images, cfg.max_images or store.n_images)
         store_label = cfg.store or f"{cfg.images} through {cfg.model} (harvested to a temporary store)"
-        return _evaluate(cfg, sae_dir, sae, store, store_label, model, target, n_images)
+        return _evaluate(cfg, sae_dir, sae, store, store_label, model, target, n_images, mismatches)
+
+
+def dictionary_store_mismatches(cfg: EvalConfig, meta: dict, d_in: int, store: ActivationStore) -> list[str]:
+    """How the store differs from what the dictionary was trained on (its cfg.json metadata): model spec,
+    weights hash, hook, token kind, width d. Raises unless `cfg.allow_mismatch` (then the list is recorded in
+    the eval summary); a width mismatch is always refused, as the dictionary cannot read those activations."""
+    model = store.attrs["model"]
+    n_blocks = int(model.get("n_blocks") or 0)
+
+    def canonical(hook: str) -> str:
+        try:
+            return canonical_hook(hook, n_blocks)
+        except ValueError:
+            return hook
+
+    found = []
+    if meta.get("model_name") and meta["model_name"] != store.model_spec:
+        found.append(f"model: the dictionary was trained on {meta['model_name']}, the store holds {store.model_spec}")
+    for key, store_key in (("model_state_sha256", "state_sha256"), ("model_weights_sha256", "weights_sha256")):
+        if meta.get(key) and model.get(store_key) and meta[key] != model[store_key]:
+            found.append(f"weights: the dictionary's model weights hash {str(meta[key])[:12]}... differs from the "
+                         f"store's {str(model[store_key])[:12]}... ({store_key})")
+            break
+    hook = canonical(cfg.hook or meta.get("hook_name") or "")
+    if meta.get("hook_name") and hook and canonical(meta["hook_name"]) != hook:
+        found.append(f"hook: the dictionary was trained on {meta['hook_name']}, --hook asks for {cfg.hook}")
+    elif meta.get("hook_name") and hook not in store.hooks:
+        found.append(f"hook: the dictionary was trained on {meta['hook_name']}, the store holds "
+                     f"{', '.join(store.hooks)}")
+    kind = meta.get("token_kind")
+    if kind and store.token_kind not in (kind, "all"):
+        found.append(f"token kind: the dictionary was trained on {kind!r} tokens, the store kept {store.token_kind!r}")
+    d = store.d(hook) if hook in store.hooks else None
+    if d is not None and d != d_in:
+        raise ValueError(f"the dictionary at {cfg.sae_dir} reads d_in={d_in} activations but {hook} in the store at "
+                         f"{store.path} has d={d}; evaluate it on a store of the model it was trained on"
+                         + (f" ({'; '.join(found)})" if found else ""))
+    if found and not cfg.allow_mismatch:
+        raise ValueError(f"the dictionary at {cfg.sae_dir} does not match the store at {store.path}: "
+                         f"{'; '.join(found)}. Evaluate it on a store harvested like its training store, or pass "
+                         "--allow-mismatch for a deliberate cross-model study (recorded in eval/summary.json)")
+    return found
 
 
 def _load_matching_model(cfg: EvalConfig, store: ActivationStore):
@@ -144,7 +189,8 @@ def _store_for(cfg: EvalConfig, meta: dict):
                                     progress=cfg.progress))
 
 
-def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target, n_images: int) -> EvalResults:
+def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target, n_images: int,
+              mismatches: list[str] | None = None) -> EvalResults:
     t0 = time.perf_counter()
     recon, firing, codes = _store_pass(cfg, sae, store, target, n_images)
     store_seconds = time.perf_counter() - t0
@@ -162,6 +208,8 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         **recon.result(), **firing.result(), **matches.summary(),
         "throughput": {"store_tokens_per_s": firing.n_tokens / store_seconds},
     }
+    if mismatches:
+        summary["allowed_mismatch"] = list(mismatches)  # evaluated with --allow-mismatch despite these
     if truth.factors:
         image_level = image_factor_auroc(codes, truth).summary()
         summary["image_level"] = {"coverage_0_9": image_level["coverage_0_9"],

@@ -25,7 +25,9 @@ def sae_config(cfg: TrainConfig, d_in: int, metadata: dict) -> SAEConfig:
 
 def store_metadata(store, cfg: TrainConfig) -> dict:
     return {"model_name": store.model_spec, "hook_name": cfg.hook, "token_kind": cfg.tokens, "store": str(cfg.store),
-            "store_fingerprint": store.fingerprint}
+            "store_fingerprint": store.fingerprint,
+            "model_weights_sha256": store.attrs["model"].get("weights_sha256"),
+            "model_state_sha256": store.attrs["model"].get("state_sha256")}
 
 
 def build_trainer(sae, cfg: TrainConfig, total_steps: int, data_parallel: bool) -> SAETrainer:

@@ -11,13 +11,15 @@ from torch import Tensor
 from visae.activation_store.layout import canonical_hook
 from visae.activation_store.loader import ActivationLoader
 from visae.activation_store.store import ActivationStore
+from visae.activation_store.verify import check_store
 
 if TYPE_CHECKING:
     from jaxtyping import Float
 
 
 def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:
-    """The store at `path` and `hook` in its canonical spelling (negative block indices resolved)."""
+    """The store at `path` and `hook` in its canonical spelling (negative block indices resolved), after the
+    store's cheap verification (`activation_store.verify.check_store`)."""
     store = ActivationStore.open(path)
     n_blocks = store.attrs["model"].get("n_blocks")
     if n_blocks and hook != "embed":
@@ -30,7 +32,7 @@ def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:
                          "(choose one of those, or harvest that hook)")
     if not store.complete:
         raise ValueError(f"the store at {path} is not complete; finish it by rerunning its harvest")
-    return store, hook
+    return check_store(store), hook
 
 
 def mean_norm(loader: ActivationLoader) -> float:

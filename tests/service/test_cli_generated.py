@@ -45,6 +45,7 @@ BAD_VALUES = {
     "serve": (["sae", "--port", "abc"], ["--port", "abc"]),
     "sweep": (["--store", "s.zarr", "--hook", "h", "--grid.k", "8", "abc"], ["--grid.k", "abc"]),
     "train": (["--store", "s.zarr", "--hook", "h", "--k", "abc"], ["--k", "abc"]),
+    "verify": (["s.zarr", "--progress", "abc"], ["abc"]),
     "zoo train-toy": (["--steps", "1.5"], ["--steps", "1.5"]),
 }
 
@@ -67,6 +68,8 @@ PRECEDENCE = {
               ["--grid.k", "8", "16", "32"], {"total_tokens": 4_000_000, "k": 32}),
     "train": ([], {"store": "s.zarr", "hook": "h", "k": 16, "batch_size": 128}, ["--k", "64", "--total-tokens", "2e6"],
               {"store": "s.zarr", "k": 64, "batch_size": 128, "total_tokens": 2_000_000}),
+    "verify": (["s.zarr"], {"read_chunks": False, "progress": False}, ["--progress"],
+               {"store": "s.zarr", "read_chunks": False, "progress": True}),
     "zoo train-toy": ([], {"steps": 5, "model": {"depth": 2, "embed_dim": 32}}, ["--model.depth", "3"],
                       {"steps": 5, "out": "toy-vit-shapes"}),
 }
