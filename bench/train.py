@@ -5,6 +5,8 @@
   measured here (target >= 0.5x). The GEMM rate is that of `x @ W` at the encoder's shapes, which
   allocates its output like any op (the issue's floor); `*_inplace_gemm` figures use a GEMM into a
   reused buffer instead, which on CPU skips the page faults of a fresh 100 MB output and is faster.
+- BatchTopK and Matryoshka-BatchTopK tokens/s of the same step against the same floor (k is their average
+  L0; target >= 0.4x). Their steps and TopK's alternate one by one, and each figure is the median step time.
 - Sweeps, two ways (target <= 0.75x the time):
   - `sweep_steps_*`: 8 TopK SAEs stepped on one batch stream (`training.sweep.step_members`) against 8
     separate runs of the same steps, data in memory (the stepping alone);
@@ -13,8 +15,8 @@
     stepping, the closing evaluation and saving (process start-up not counted).
 
 Random data, fp32 by default (bf16 autocast with --dtype bfloat16 on a GPU). Every timing is the median
-of `--repeats` rounds, and the rounds interleave the measurements so that a machine shared with other
-jobs slows them alike.
+of `--repeats` rounds (the training steps: of every step of them), and the rounds interleave the measurements
+so that a machine shared with other jobs slows them alike.
 
     python bench/train.py [--d 384 --n 6144 --k 32 --batch 4096 --steps 3 --repeats 3 --device auto]
 """
@@ -27,6 +29,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +59,10 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def make_trainer(args, device: torch.device, seed: int, autocast: torch.dtype | None) -> SAETrainer:
+def make_trainer(args, device: torch.device, seed: int, autocast: torch.dtype | None,
+                 architecture: str = "topk") -> SAETrainer:
     torch.manual_seed(seed)
-    sae = create_sae(SAEConfig(architecture="topk", d_in=args.d, d_sae=args.n, k=args.k)).to(device)
+    sae = create_sae(SAEConfig(architecture=architecture, d_in=args.d, d_sae=args.n, k=args.k)).to(device)
     sae.init_from_data(torch.randn(args.batch, args.d, device=device))
     return SAETrainer(sae, lr=2e-4, betas=(0.9, 0.999), grad_clip=1.0,
                       schedule=warmup_decay(10**6, 1000, 0.05, 0.2), sparsity_warmup_fraction=0.0,
@@ -91,7 +95,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=3, help="training steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; figures are medians")
-    p.add_argument("--members", type=int, default=8, help="SAEs in the sweep")
+    p.add_argument("--members", type=int, default=8, help="SAEs in the sweep (0: skip the sweep figures)")
     p.add_argument("--member-threads", type=int, default=1, help="SAEs stepped at once in the sweep")
     p.add_argument("--end-to-end-steps", type=int, default=4, help="steps of each end-to-end run (0: skip)")
     p.add_argument("--device", default="auto")
@@ -104,16 +108,19 @@ def main() -> None:
     x = torch.randn(args.batch, args.d, device=device, dtype=gemm_dtype)
     w = torch.randn(args.d, args.n, device=device, dtype=gemm_dtype)
     single = make_trainer(args, device, 0, autocast)
+    family = {arch: make_trainer(args, device, 0, autocast, arch) for arch in ("batchtopk", "matryoshka_batchtopk")}
     members = [make_trainer(args, device, i, autocast) for i in range(args.members)]
     pool = ThreadPoolExecutor(args.member_threads) if args.member_threads > 1 else None
     warm = torch.randn(args.batch, args.d, device=device)
-    for trainer in [single, *members]:
+    for trainer in [single, *family.values(), *members]:
         trainer.step(warm, 0)
     step_members(members, warm, 0, pool)
 
-    def run_single():
-        for i, xb in enumerate(batches(args, device, args.steps)):
-            single.step(xb, i)
+    stepped = {"step": single, **family}  # TopK's figure is "step"
+
+    def run_step(trainer: SAETrainer, i: int):
+        """One training step on a fresh batch (the stand-in for a loader)."""
+        trainer.step(next(batches(args, device, 1)), i)
 
     def run_sweep():
         for i, xb in enumerate(batches(args, device, args.steps)):
@@ -138,14 +145,21 @@ def main() -> None:
             for cfg in run_cfgs:
                 train(cfg)
 
-    figures = {name: [] for name in ("gemm", "gemm_inplace", "step", "sweep", "separate", "e2e_sweep", "e2e_separate")}
+    figures = {name: [] for name in ("gemm", "gemm_inplace", "step", *family, "sweep", "separate", "e2e_sweep",
+                                     "e2e_separate")}
     for r in range(args.repeats):
         figures["gemm"].append(timed(lambda: [x @ w for _ in range(args.steps)], device) / args.steps)
         figures["gemm_inplace"].append(timed(lambda: [torch.mm(x, w, out=out) for _ in range(args.steps)], device)
                                        / args.steps)
-        figures["step"].append(timed(run_single, device) / args.steps)
-        figures["sweep"].append(timed(run_sweep, device))
-        figures["separate"].append(timed(run_separate, device))
+        # TopK, BatchTopK and Matryoshka steps alternate one by one (the order rotating), so that a busy spell of
+        # the machine slows them alike; each figure is the median over every step of every round.
+        names = list(stepped)
+        for i in range(args.steps):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                figures[name].append(timed(partial(run_step, stepped[name], i), device))
+        if args.members:
+            figures["sweep"].append(timed(run_sweep, device))
+            figures["separate"].append(timed(run_separate, device))
         if args.end_to_end_steps:
             figures["e2e_sweep"].append(timed(lambda: run_end_to_end("sweep", r), device))
             figures["e2e_separate"].append(timed(lambda: run_end_to_end("separate", r), device))
@@ -154,6 +168,8 @@ def main() -> None:
     gemm_flops = 2 * args.batch * args.d * args.n / med["gemm"]
     gemm_inplace_flops = 2 * args.batch * args.d * args.n / med["gemm_inplace"]
     tokens_s = args.batch / med["step"]
+    floor = gemm_flops / flop_per_token
+    family_tokens_s = {arch: args.batch / med[arch] for arch in family}
     print(json.dumps({
         "device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
         "d": args.d, "n": args.n, "k": args.k, "batch": args.batch, "steps": args.steps, "repeats": args.repeats,
@@ -164,6 +180,11 @@ def main() -> None:
         "topk_vs_floor": round(tokens_s / (gemm_flops / flop_per_token), 3),
         "topk_vs_floor_inplace_gemm": round(tokens_s / (gemm_inplace_flops / flop_per_token), 3),
         "topk_vs_floor_target": ">= 0.5",
+        "batchtopk_tokens_per_s": round(family_tokens_s["batchtopk"]),
+        "batchtopk_vs_floor": round(family_tokens_s["batchtopk"] / floor, 3),
+        "matryoshka_tokens_per_s": round(family_tokens_s["matryoshka_batchtopk"]),
+        "matryoshka_vs_floor": round(family_tokens_s["matryoshka_batchtopk"] / floor, 3),
+        "batchtopk_matryoshka_vs_floor_target": ">= 0.4",
         "sweep_members": args.members, "sweep_member_threads": args.member_threads,
         "sweep_steps_one_pass_s": round(med["sweep"], 2),
         "sweep_steps_separate_s": round(med["separate"], 2),

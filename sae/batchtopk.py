@@ -4,6 +4,10 @@ so tokens get a variable number of latents averaging k.
 For inference, where no batch is at hand, it keeps a running (EMA) estimate of the smallest
 activation the batch-level TopK let through, and encodes with that global threshold. It is saved as
 a `jumprelu` SAE with that threshold, following SAELens's convention. Loss parts as in `sae.topk`.
+
+Training takes TopK's sparse path (`sae.topk.detached_pre_acts`): the pre-activations without autograd,
+the batch-level selection by threshold (`sae.kernels.batch_select`), only the kept values re-attached to
+autograd, the embedding-bag decoder; nothing else of size [batch, d_sae] is built.
 """
 
 from __future__ import annotations
@@ -15,32 +19,40 @@ import torch
 from torch import Tensor
 
 from visae.sae.base import SAE, LossOutput, TrainState, sum_parts
-from visae.sae.kernels.sparse_code import SparseCode, sort_keys
+from visae.sae.kernels.batch_select import batch_topk_indices
+from visae.sae.kernels.sparse_code import SparseCode
 from visae.sae.kernels.sparse_decode import decode_code
 from visae.sae.registry import ArchitectureTraits
-from visae.sae.topk import auxk_loss, fraction_unexplained, mask_live
+from visae.sae.topk import auxk_loss, detached_pre_acts, fraction_unexplained, mask_live
 
 if TYPE_CHECKING:
-    from jaxtyping import Float
+    from jaxtyping import Float, Int
 
 
 class BatchCode(SparseCode):
-    """A batch-level sparse code: the k * batch largest activations of the batch, with their values."""
+    """A batch-level sparse code: the (positive) k * batch largest pre-activations of the batch, as (row, latent)
+    pairs in row-major order (by row, then by latent). Entries <= 0 of the dense rule's top-k are left out:
+    after the ReLU they are zeros."""
 
-    def __init__(self, pre: Float[Tensor, "batch d_sae"], k: int):
-        batch, d_sae = pre.shape
-        values, flat = pre.relu().reshape(-1).topk(k * batch, sorted=False)
-        flat, order = sort_keys(flat, batch * d_sae)
+    def __init__(self, flat: Int[Tensor, " nnz"], batch: int, d_sae: int):
         super().__init__(flat // d_sae, flat % d_sae, batch, d_sae)
-        self.values = values[order]
+        self.flat = flat
         self.batch = batch
 
-    def decode(self, W_dec: Float[Tensor, "d_sae d_in"],
-               values: Float[Tensor, " nnz"] | None = None) -> Float[Tensor, "batch d_in"]:
-        return decode_code(self.values if values is None else values, self, W_dec)
+    @classmethod
+    def select(cls, pre: Float[Tensor, "batch d_sae"], k: int) -> BatchCode:
+        """The code of `pre.relu().reshape(-1).topk(k * batch)` (its positive entries)."""
+        batch, d_sae = pre.shape
+        return cls(batch_topk_indices(pre, k * batch), batch, d_sae)
 
-    def smallest_positive(self) -> Float[Tensor, ""]:
-        return torch.where(self.values > 0, self.values, torch.full_like(self.values, float("inf"))).min()
+    def gather(self, dense: Float[Tensor, "batch d_sae"]) -> Float[Tensor, " nnz"]:
+        return dense.reshape(-1)[self.flat]
+
+
+def smallest_positive(values: Float[Tensor, " nnz"]) -> Float[Tensor, ""]:
+    """The smallest positive value (inf if none)."""
+    inf = torch.full((), float("inf"), dtype=values.dtype, device=values.device)
+    return torch.where(values > 0, values, inf).min() if values.numel() else inf
 
 
 class BatchTopKSAE(SAE):
@@ -63,9 +75,10 @@ class BatchTopKSAE(SAE):
         return exported
 
     @torch.no_grad()
-    def update_threshold(self, code: BatchCode) -> None:
-        """EMA of the smallest kept activation; the first batch sets it directly. No host sync."""
-        smallest = code.smallest_positive()
+    def update_threshold(self, values: Float[Tensor, " nnz"]) -> None:
+        """EMA of the smallest kept activation (`values`: the code's, after the ReLU); the first batch sets
+        it directly. No host sync."""
+        smallest = smallest_positive(values.detach()).to(self.threshold.dtype)
         m = self.cfg.threshold_momentum
         ema = torch.where(self.threshold < 0, smallest, m * self.threshold + (1 - m) * smallest)
         self.threshold.copy_(torch.where(torch.isfinite(smallest), ema, self.threshold))
@@ -75,30 +88,37 @@ class BatchTopKSAE(SAE):
         """Set the threshold from the final weights: the mean over batches of the smallest activation the
         batch-level TopK keeps. The running EMA lags behind weights that were still moving at the end of
         training, which put the inference L0 of short runs off k (by 10% after 300 steps at a high LR)."""
-        smallest = [BatchCode(self.pre_acts(x), self.cfg.k).smallest_positive() for x in batches]
+        smallest = []
+        for x in batches:
+            pre = self.pre_acts(x)
+            smallest.append(smallest_positive(BatchCode.select(pre, self.cfg.k).gather(pre)))
         finite = [v for v in smallest if torch.isfinite(v)]
         if finite:
             self.threshold.copy_(torch.stack(finite).mean())
 
-    def reconstruction_parts(self, target: Float[Tensor, "batch d_in"],
-                             code: BatchCode) -> tuple[dict[str, Float[Tensor, ""]], Float[Tensor, "batch d_in"]]:
-        recon = code.decode(self.W_dec) + self.b_dec
+    def reconstruction_parts(self, target: Float[Tensor, "batch d_in"], code: BatchCode,
+                             values: Float[Tensor, " nnz"]) -> tuple[dict[str, Float[Tensor, ""]],
+                                                                     Float[Tensor, "batch d_in"]]:
+        """The reconstruction loss parts and the (full) reconstruction, in the scaled units, from the code's
+        values (after the ReLU)."""
+        recon = decode_code(values, code, self.W_dec) + self.b_dec
         return {"fvu": fraction_unexplained(target, recon)}, recon
 
     def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
-        target = self.scale_input(x)
-        pre = self.pre_acts(x)
-        code = BatchCode(pre, self.cfg.k)
+        target, pre, select = detached_pre_acts(self, x)
+        code = BatchCode.select(pre, self.cfg.k)
+        values = select(code).relu()
         if self.training:
-            self.update_threshold(code)
-        parts, recon = self.reconstruction_parts(target, code)
+            self.update_threshold(values)
+        parts, recon = self.reconstruction_parts(target, code, values)
         if state.dead_mask is not None:
-            parts["auxk"] = auxk_loss(self, mask_live(pre, state.dead_mask), target - recon, state.dead_mask,
-                                      dead_count=state.dead_count)
+            # The kept values are already gathered: the scratch pre-activations can be masked in place.
+            dead_pre = mask_live(pre, state.dead_mask, in_place=True)
+            parts["auxk"] = auxk_loss(self, dead_pre, target - recon, state.dead_mask, select, state.dead_count)
         return LossOutput(
             total=sum_parts(parts),
             parts=parts,
             x_hat=recon / self.input_scale,
-            fired=code.fired(code.values),
-            l0=(code.values > 0).sum().to(pre.dtype) / code.batch,
+            fired=code.fired(values),
+            l0=(values > 0).sum().to(pre.dtype) / code.batch,
         )

@@ -55,6 +55,27 @@ def mask_live(pre: Float[Tensor, "*batch d_sae"], dead_mask: Bool[Tensor, " d_sa
     return pre.masked_fill_(live, float("-inf")) if in_place else pre.masked_fill(live, float("-inf"))
 
 
+def detached_pre_acts(sae: SAE, x: Float[Tensor, "batch d_in"]) -> tuple[
+    Float[Tensor, "batch d_in"], Float[Tensor, "batch d_sae"], Callable[[SparseCode], Float[Tensor, " nnz"]]
+]:
+    """(scaled input, pre-activations, select) for a sparse training step of the TopK family.
+
+    The pre-activations are computed without autograd into reused memory (`sae.kernels.scratch`: the next
+    step overwrites them); `select(code)` re-attaches the code's pre-activations to the graph, with a
+    sparse backward (`sae.kernels.sparse_encode`)."""
+    target = sae.scale_input(x)
+    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
+    with torch.no_grad():
+        x_in = target - sae.b_dec if b_dec is not None else target
+        pre = torch.addmm(sae.b_enc, x_in, sae.W_enc,
+                          out=scratch((x.shape[0], sae.cfg.d_sae), sae.W_enc.dtype, x.device))
+
+    def select(code: SparseCode) -> Float[Tensor, " nnz"]:
+        return gather_pre_acts(x_in, sae.W_enc, sae.b_enc, pre, code, b_dec)
+
+    return target, pre, select
+
+
 class TopKSAE(SAE):
     """Keep the k largest pre-activations per token (then ReLU); unit-norm decoder rows."""
 
@@ -87,18 +108,7 @@ class TopKSAE(SAE):
         return exported
 
     def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
-        # Pre-activations without autograd, into reused memory; only the kept ones are re-attached
-        # to the graph (sparse backward, `sae.kernels.sparse_encode`).
-        target = self.scale_input(x)
-        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        with torch.no_grad():
-            x_in = target - self.b_dec if b_dec is not None else target
-            pre = torch.addmm(self.b_enc, x_in, self.W_enc,
-                              out=scratch((x.shape[0], self.cfg.d_sae), self.W_enc.dtype, x.device))
-
-        def select(code: SparseCode) -> Float[Tensor, " nnz"]:
-            return gather_pre_acts(x_in, self.W_enc, self.b_enc, pre, code, b_dec)
-
+        target, pre, select = detached_pre_acts(self, x)
         code = SparseCode.from_topk(topk_indices(pre, self.cfg.k), self.cfg.d_sae)
         values = select(code).relu()
         recon = decode_code(values, code, self.W_dec) + self.b_dec

@@ -43,6 +43,14 @@ class SparseCode:
                  k: int | None = None):
         self.rows, self.latents = rows, latents
         self.n_rows, self.n_latents, self.k = n_rows, n_latents, k
+        self._same_latents: SparseCode | None = None
+
+    def regrouped(self, rows: Int[Tensor, " nnz"], n_rows: int) -> SparseCode:
+        """The same pairs, in the same order, in other rows (`rows` ascending in [0, n_rows)): e.g. several
+        bags per row. Its grouping by latent is this code's (one sort for both)."""
+        code = SparseCode(rows, self.latents, n_rows, self.n_latents)
+        code._same_latents = self
+        return code
 
     @classmethod
     def from_topk(cls, indices: Int[Tensor, "batch k"], n_latents: int) -> SparseCode:
@@ -60,6 +68,9 @@ class SparseCode:
     @cached_property
     def by_latent(self) -> tuple[Int[Tensor, " nnz"], Int[Tensor, " nnz"], Int[Tensor, " d_sae"]]:
         """(order, rows[order], offsets): the pairs regrouped by latent, for per-latent sums."""
+        if self._same_latents is not None:
+            order, _, offsets = self._same_latents.by_latent
+            return order, self.rows[order], offsets
         sorted_latents, order = sort_keys(self.latents, self.n_latents)
         return order, self.rows[order], bag_offsets(sorted_latents, self.n_latents)
 
