@@ -104,7 +104,7 @@ def _at_least(flat: Float[Tensor, " n"], threshold: float) -> tuple[Int[Tensor, 
         span = n // GROUP
         groups = passes(flat.view(GROUP, span).amax(0)).nonzero().squeeze(1)
         if groups.numel() * 4 <= span:  # else most groups pass: test every entry
-            # [GROUP, groups] row-major is ascending: member i of group j is j + i * span.
+            # Member i of group j is j + i * span: laid out [GROUP, groups] (i major), the indices ascend.
             members = (torch.arange(0, n, span, device=flat.device).unsqueeze(1) + groups).view(-1)
             values = flat[members]
             kept = passes(values).nonzero().squeeze(1)
