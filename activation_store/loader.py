@@ -183,6 +183,7 @@ class ActivationLoader:
         worker = threading.Thread(target=self._produce, args=(self.epoch, self.position, batches, stop),
                                   daemon=True, name="activation-loader")
         _RUNNING[worker] = stop
+        owner = threading.current_thread()
         worker.start()
         try:
             while True:
@@ -197,7 +198,11 @@ class ActivationLoader:
         finally:
             stop.set()
             _drain(batches)
-            worker.join()
+            # An iterator left open is finalised by the garbage collector in whichever thread runs then, possibly
+            # zarr's event-loop thread, which the worker's reads wait on: joining there would deadlock. The
+            # worker sees `stop` and ends by itself; only the iterating thread waits for it.
+            if threading.current_thread() is owner:
+                worker.join()
             _RUNNING.pop(worker, None)
 
     def _produce(self, epoch: int, position: int, out: queue.Queue, stop: threading.Event) -> None:

@@ -100,8 +100,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
                 _checkpoint(run_dir, trainer, loader, done, cfg, store.fingerprint, bool(checkpoint))
         stop_if_nonfinite(trainer, total_steps, cfg, run_dir, bool(checkpoint))  # nor saved non-finite
-    except NonFiniteTraining:
-        stream.close()
+    except BaseException:
+        stream.close()  # stop the loader's threads now, not whenever the garbage collector finds the stream
         raise
     finally:
         bar.close()
