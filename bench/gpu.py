@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from loader import HOOK, create_store  # bench/loader.py: the same store layout
 
 NO_GPU_EXIT = 2
-HOOK = "blocks.11.resid_post"
 FULL = {"configs": [(768, 24576, 32), (1024, 65536, 32)], "batch": 4096, "steps": 10, "repeats": 5,
         "store_images": 4096, "loader_d": 768, "sweep_members": 8,
         "model": "timm:vit_base_patch16_224,pretrained=false", "harvest_images": 1024, "harvest_batch": 64}
@@ -168,18 +168,11 @@ def bench_sweep(d: int, n: int, k: int, p: dict, clock: Clock) -> dict:
 
 # ---------------------------------------------------------------------------------------------- loader
 def write_store(path: str, n_images: int, d: int, chunk: int = 64):
-    """A complete float16 [n_images, 197, d] store (ViT-B/16 layout, no compression): one random chunk written
-    into every chunk slot (the contents do not matter to a reader's speed)."""
-    from visae.activation_store.layout import TokenLayout
-    from visae.activation_store.store import ActivationStore, ImageTable
+    """A complete store of bench/loader.py's layout: one random chunk written into every chunk slot (the
+    contents do not matter to a reader's speed)."""
+    from visae.activation_store.store import ActivationStore
 
-    layout = TokenLayout(197, 0, (), tuple(range(1, 197)), (14, 14))
-    attrs = {"model": {"spec": "bench", "weights_sha256": None}, "preprocess": {},
-             "source": {"spec": "bench", "fingerprint": "0"}, "token_kind": "all", "layout": layout.to_dict(),
-             "hooks": [HOOK], "dtype": "float16", "compression": "none", "chunk_images": chunk,
-             "n_images_requested": n_images, "bad_files": "skip"}
-    images = ImageTable([str(i) for i in range(n_images)], np.arange(n_images), -np.ones(n_images, dtype=int))
-    store = ActivationStore.create(path, attrs, {HOOK: d}, images)
+    store = create_store(path, n_images, d, chunk)
     block = np.random.default_rng(0).standard_normal((chunk, 197, d), dtype=np.float32).astype(np.float16)
     for k in range(store.n_chunks):
         start, stop = store.chunk_range(k)

@@ -34,13 +34,18 @@ HOOK = "blocks.11.resid_post"
 LAYOUT = TokenLayout(197, 0, (), tuple(range(1, 197)), (14, 14))
 
 
-def write_store(path: str, n_images: int, d: int, chunk: int) -> tuple[ActivationStore, np.ndarray]:
+def create_store(path: str, n_images: int, d: int, chunk: int) -> ActivationStore:
+    """An empty float16 [n_images, 197, d] store of HOOK (ViT-B/16 layout, no compression), for readers' speed."""
     attrs = {"model": {"spec": "bench", "weights_sha256": None}, "preprocess": {},
              "source": {"spec": "bench", "fingerprint": "0"}, "token_kind": "all", "layout": LAYOUT.to_dict(),
              "hooks": [HOOK], "dtype": "float16", "compression": "none", "chunk_images": chunk,
              "n_images_requested": n_images, "bad_files": "skip"}
     images = ImageTable([str(i) for i in range(n_images)], np.arange(n_images), -np.ones(n_images, dtype=int))
-    store = ActivationStore.create(path, attrs, {HOOK: d}, images)
+    return ActivationStore.create(path, attrs, {HOOK: d}, images)
+
+
+def write_store(path: str, n_images: int, d: int, chunk: int) -> tuple[ActivationStore, np.ndarray]:
+    store = create_store(path, n_images, d, chunk)
     acts = np.random.default_rng(0).standard_normal((n_images, LAYOUT.n_tokens, d), dtype=np.float32)
     acts = acts.astype(np.float16)
     for k in range(store.n_chunks):

@@ -144,16 +144,22 @@ def test_ties_at_the_threshold_keep_exactly_k_times_batch_like_topk(arch):
     assert_matches_dense(sae, x, dead)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_fewer_positive_pre_activations_than_k_times_batch(arch):
-    """The dense rule then keeps ReLU zeros; the sparse code keeps only the positive entries: same losses."""
-    torch.manual_seed(2)
+def mostly_negative(arch: str):
+    """An SAE whose encoder bias leaves fewer positive pre-activations than k * batch: (sae, x, pre)."""
     sae = make_sae(arch)
     x = torch.randn(BATCH, D_IN, dtype=torch.float64)
     sae.init_from_data(x)
     with torch.no_grad():
         sae.b_enc.fill_(-2.5)
         pre = sae.pre_acts(x)
+    return sae, x, pre
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fewer_positive_pre_activations_than_k_times_batch(arch):
+    """The dense rule then keeps ReLU zeros; the sparse code keeps only the positive entries: same losses."""
+    torch.manual_seed(2)
+    sae, x, pre = mostly_negative(arch)
     assert 0 < int((pre > 0).sum()) < K * BATCH
     assert_matches_dense(sae, x, torch.rand(D_SAE) < 0.5)
 
@@ -165,12 +171,7 @@ def test_the_off_cpu_selection_keeping_non_positive_entries_gives_the_same_step(
 
     monkeypatch.setattr(visae.sae.batchtopk, "batch_topk_indices", batch_select.topk_flat_indices)
     torch.manual_seed(7)
-    sae = make_sae(arch)
-    x = torch.randn(BATCH, D_IN, dtype=torch.float64)
-    sae.init_from_data(x)
-    with torch.no_grad():
-        sae.b_enc.fill_(-2.5)
-        pre = sae.pre_acts(x)
+    sae, x, pre = mostly_negative(arch)
     assert (pre.reshape(-1)[batch_select.topk_flat_indices(pre, K * BATCH)] < 0).any()
     sae.train()
     assert_matches_dense(sae, x, torch.rand(D_SAE) < 0.5)
