@@ -46,6 +46,7 @@ from visae.activation_store.store import IDENTITY_KEYS, ActivationStore, ImageTa
 from visae.activation_store.store import _array as _array_of
 from visae.activation_store.verify import damaged_chunks
 from visae.core import distributed
+from visae.core.atomic import check_output_folder
 from visae.core.devices import resolve_device
 
 SCAN_BLOCK = 256
@@ -55,6 +56,7 @@ def harvest(cfg: HarvestConfig, model: VisionModel | None = None) -> ActivationS
     """Run (or resume) a harvest and return the complete store.
 
     `model` may be passed already loaded (it must be the one `cfg.model` and `cfg.weights` name)."""
+    check_output_folder(cfg.out, "--out")
     model = model or load_model(cfg.model, cfg.weights, device=str(resolve_device(cfg.device)))
     hooks = list(dict.fromkeys(model.canonical(h) for h in cfg.hooks))
     token_index = model.layout.indices(cfg.tokens)
@@ -108,6 +110,7 @@ def store_attrs(cfg: HarvestConfig, model: VisionModel, source: ImageSource, hoo
         "chunk_images": cfg.batch_size,
         "n_images_requested": cfg.n_images,
         "bad_files": cfg.bad_files,
+        "segmentation": source.segmentation,  # not an identity key: stores written before it existed still resume
     }))
 
 
@@ -137,7 +140,8 @@ def open_or_create(cfg: HarvestConfig, attrs: dict, model: VisionModel, source: 
         return store
     if group is not None and group.attrs.get("format") != "visae-activation-store":
         raise FileExistsError(f"{cfg.out} is a Zarr group that is not an activation store; choose another --out")
-    images = scan_source(source, cfg.n_images, cfg.bad_files, cfg.num_workers, model.layout.grid, cfg.progress)
+    images = scan_source(source, cfg.n_images, cfg.bad_files, cfg.num_workers, model.layout.grid, cfg.progress,
+                         crop_fraction=model.preprocess.crop / model.preprocess.size)
     hook_dims = {h: model.hook_dim(h) for h in hooks}
     return ActivationStore.create(cfg.out, attrs, hook_dims, images, cfg.storage_options)
 
@@ -170,8 +174,9 @@ def reopen_damaged_chunks(store: ActivationStore) -> None:
 
 
 def scan_source(source: ImageSource, n_wanted: int | None, bad_files: str, workers: int,
-                grid: tuple[int, int], progress: bool = True) -> ImageTable:
-    """Read candidate images in order until `n_wanted` readable ones are found (all of them if None)."""
+                grid: tuple[int, int], progress: bool = True, crop_fraction: float = 1.0) -> ImageTable:
+    """Read candidate images in order until `n_wanted` readable ones are found (all of them if None); patch labels
+    are taken at `grid` over the centred square the model sees (`crop_fraction` of the shorter side)."""
     n_wanted = len(source) if n_wanted is None else n_wanted
     kept: list[int] = []
     ids, labels, skipped = [], [], []
@@ -194,7 +199,7 @@ def scan_source(source: ImageSource, n_wanted: int | None, bad_files: str, worke
                 break
     factors = {name: np.asarray([source.factors(i)[name] for i in kept]) for name in source.factor_names}
     return ImageTable(ids, np.asarray(kept, dtype=np.int64), np.asarray(labels, dtype=np.int64), factors,
-                      _patch_labels(source, kept, grid), skipped)
+                      _patch_labels(source, kept, grid, crop_fraction), skipped)
 
 
 def _probe(source: ImageSource, i: int) -> tuple[str, int, str | None]:
@@ -204,12 +209,13 @@ def _probe(source: ImageSource, i: int) -> tuple[str, int, str | None]:
     return str(record.id), int(record.label), error
 
 
-def _patch_labels(source: ImageSource, kept: list[int], grid: tuple[int, int]) -> dict[str, np.ndarray]:
-    if not kept or grid[0] * grid[1] == 0 or source.patch_labels(kept[0], grid) is None:
+def _patch_labels(source: ImageSource, kept: list[int], grid: tuple[int, int],
+                  crop_fraction: float) -> dict[str, np.ndarray]:
+    if not kept or grid[0] * grid[1] == 0 or source.patch_labels(kept[0], grid, crop_fraction) is None:
         return {}
     per_image: list[dict[str, np.ndarray]] = []
     for i in kept:
-        labels = source.patch_labels(i, grid)
+        labels = source.patch_labels(i, grid, crop_fraction)
         if labels is None:
             raise ValueError(f"the source gives patch labels for image {kept[0]} but not for image {i}; a source "
                              "gives them for every image or for none")

@@ -6,7 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 
 TOKEN_KINDS = ("all", "cls", "registers", "patches")
-SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "mlp_hidden")
+SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_in", "mlp_out", "mlp_hidden")
 _BLOCK_HOOK = re.compile(r"^blocks\.(-?\d+)\.([a-z_]+)$")
 
 

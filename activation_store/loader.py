@@ -8,6 +8,11 @@ Tokens of one image are strongly correlated, so an epoch is built like this, for
 3. the epoch's token stream is the concatenation of the shuffled fills, cut into `batch_size` batches; the last
    batch of an epoch may be smaller, so every token is served exactly once per epoch across all ranks.
 
+Several hooks at once (`hook` a list, `hook_stores` for hooks of other stores harvested on the same images;
+`activation_store.aligned`): each chunk is read for every hook and the hooks' tokens are concatenated along the
+feature axis before the shuffle, so a batch is `[batch, d_1 + d_2 + ...]` whose rows hold the same token of every
+hook, and everything above (the plan, exactly once, resume, the token filter) holds for all hooks together.
+
 Because every step is a pure function of `(seed, epoch, rank, world_size)`, the loader's state is just
 `(epoch, position in the epoch's stream)`; resuming reads only the fill that holds that position.
 A reader thread loads the next fill and a batcher thread cuts batches while the consumer trains.
@@ -35,6 +40,7 @@ import atexit
 import contextlib
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -42,6 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from visae.activation_store.aligned import HookColumn, align_columns
 from visae.activation_store.layout import check_token_kind
 from visae.activation_store.store import ActivationStore
 from visae.core import distributed
@@ -70,28 +77,39 @@ class Fill:
 
 
 class ActivationLoader:
-    """Iterates `Tensor[batch_size, d]` token batches of one hook and token kind.
+    """Iterates `Tensor[batch_size, d]` token batches of one hook (or several: see the module) and token kind.
 
-    `epochs=None` iterates forever; otherwise it stops after that many epochs (counted from epoch 0).
-    Under torch.distributed (or with explicit `rank`/`world_size`) each rank reads a disjoint set of chunks.
+    `hook` may be a list of hooks read together; `hook_stores[i]` (a store, a path, or None for `store`) is the
+    store of `hook[i]`, for hooks of stores harvested from other models on the same images. `d` is then the sum of
+    the hooks' widths, in the order given. `epochs=None` iterates forever; otherwise it stops after that many
+    epochs (counted from epoch 0). Under torch.distributed (or with explicit `rank`/`world_size`) each rank reads
+    a disjoint set of chunks (of the first hook's store, whose chunks plan the epoch).
     """
 
-    def __init__(self, store: ActivationStore | str, hook: str, tokens: str = "all", batch_size: int = 4096,
-                 seed: int = 0, dtype: torch.dtype = torch.float32, epochs: int | None = None,
+    def __init__(self, store: ActivationStore | str, hook: str | Sequence[str], tokens: str = "all",
+                 batch_size: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float32, epochs: int | None = None,
                  buffer_tokens: int = 2**17, prefetch_batches: int = 8, read_threads: int = 4,
                  rank: int | None = None, world_size: int | None = None, storage_options: dict | None = None,
-                 device: torch.device | str | None = None, fills_in_flight: int = 2):
-        self.store = store if isinstance(store, ActivationStore) else ActivationStore.open(store, storage_options)
-        if not self.store.complete:
-            raise ValueError(f"the store at {self.store.path} is not complete; finish it by rerunning its harvest")
+                 device: torch.device | str | None = None, fills_in_flight: int = 2,
+                 hook_stores: Sequence[ActivationStore | str | None] | None = None):
+        default = _opened(store, storage_options)
+        hooks = [hook] if isinstance(hook, str) else list(hook)
+        stores = [default if s is None else _opened(s, storage_options) for s in (hook_stores or [None] * len(hooks))]
+        if len(stores) != len(hooks):
+            raise ValueError(f"hook_stores names {len(stores)} stores for {len(hooks)} hooks; give one per hook")
+        self.store = stores[0]  # its chunks plan each epoch; the other stores are read at the same images
+        for s in {id(s): s for s in stores}.values():
+            if not s.complete:
+                raise ValueError(f"the store at {s.path} is not complete; finish it by rerunning its harvest")
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"unsupported dtype {dtype}; choose torch.float32, torch.bfloat16 or torch.float16")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.hook, self.batch_size, self.seed, self.dtype, self.epochs = hook, batch_size, seed, dtype, epochs
-        self.d = self.store.d(hook)
         self.tokens = check_token_kind(tokens)
-        self.token_index = self._token_index(tokens)
+        self.columns: list[HookColumn] = align_columns(list(zip(stores, hooks, strict=True)), tokens)
+        self.hooks = hooks
+        self.hook, self.batch_size, self.seed, self.dtype, self.epochs = hooks[0], batch_size, seed, dtype, epochs
+        self.d = sum(c.d for c in self.columns)
         self.buffer_tokens, self.prefetch_batches, self.read_threads = buffer_tokens, prefetch_batches, read_threads
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         if self.world_size > self.store.n_chunks:
@@ -107,21 +125,15 @@ class ActivationLoader:
         self.fills_in_flight = fills_in_flight
         self.epoch, self.position = 0, 0
 
-    def _token_index(self, kind: str) -> np.ndarray | None:
-        layout = self.store.layout
-        try:
-            index = layout.indices(kind)
-        except ValueError as err:
-            raise ValueError(f"{err} (the store at {self.store.path} keeps '{self.store.token_kind}' tokens)")
-        if not index:
-            raise ValueError(f"the store at {self.store.path} keeps no '{kind}' tokens (it holds "
-                             f"'{self.store.token_kind}' tokens); choose another token kind or re-harvest")
-        return None if index == list(range(layout.n_tokens)) else np.asarray(index)
-
     # ------------------------------------------------------------------ the epoch plan
     @property
     def tokens_per_image(self) -> int:
-        return self.store.layout.n_tokens if self.token_index is None else len(self.token_index)
+        return self.columns[0].tokens_per_image
+
+    @property
+    def hook_dims(self) -> list[int]:
+        """The width of each hook, in the order its values sit in a batch's rows."""
+        return [c.d for c in self.columns]
 
     @property
     def tokens_per_epoch(self) -> int:
@@ -163,10 +175,20 @@ class ActivationLoader:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "batch_size": self.batch_size,
                 "hook": self.hook, "tokens": self.tokens, "rank": self.rank, "world_size": self.world_size,
-                "buffer_tokens": self.buffer_tokens, "store_fingerprint": self.store.fingerprint}
+                "buffer_tokens": self.buffer_tokens, "store_fingerprint": self.store.fingerprint,
+                "hook_columns": self._column_ids()}
+
+    def _column_ids(self) -> list[list[str]]:
+        return [[c.store.fingerprint, c.hook] for c in self.columns]
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue where `state` was saved; the loader must be set up the same way."""
+        """Continue where `state` was saved; the loader must be set up the same way (the same hooks of the same
+        stores, in the same order). States saved before several hooks were supported name one hook."""
+        if state.get("hook_columns", [[state["store_fingerprint"], state["hook"]]]) != self._column_ids():
+            saved = [h for _, h in state.get("hook_columns", [[None, state["hook"]]])]
+            raise ValueError(f"cannot resume: the saved loader state reads hooks {saved} of its stores, this loader "
+                             f"reads {self.hooks} of {sorted({c.store.path for c in self.columns})}; create the "
+                             "loader with the same hooks and stores")
         for key in ("seed", "batch_size", "hook", "tokens", "rank", "world_size", "buffer_tokens"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"cannot resume: the saved loader state has {key}={state[key]!r} but this loader "
@@ -324,47 +346,66 @@ class ActivationLoader:
             reader.join()
             slots.synchronize()
 
-    def _read_chunk(self, k: int) -> torch.Tensor:
-        """Chunk k's selected tokens, flattened to [n_tokens, d] in the stored dtype."""
-        raw = self.store.read_raw(self.hook, *self.store.chunk_range(k))
-        if self.token_index is not None:
-            raw = raw[:, self.token_index]
-        tokens = torch.from_numpy(np.ascontiguousarray(raw).reshape(-1, self.d))
+    def _read_chunk(self, k: int, columns: Sequence[HookColumn] | None = None) -> torch.Tensor:
+        """Chunk k's selected tokens of every hook (or of `columns`), flattened to [n_tokens, d] in the stored
+        dtype, the hooks side by side."""
+        start, stop = self.store.chunk_range(k)
+        parts = [_read_column(c, start, stop) for c in (columns or self.columns)]
+        raw = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+        tokens = torch.from_numpy(np.ascontiguousarray(raw).reshape(-1, raw.shape[2]))
         return tokens.view(torch.bfloat16) if self.store.dtype == "bfloat16" else tokens
 
     def _read_chunk_into(self, k: int, out: np.ndarray) -> None:
-        """Chunk k's selected tokens decoded into `out` ([n_tokens, d], the storage dtype): one copy per token."""
+        """Chunk k's selected tokens decoded into `out` ([n_tokens, d], the storage dtype): one copy per token
+        of a single hook; several hooks are each read, then copied into their columns of `out`."""
         start, stop = self.store.chunk_range(k)
         per_image = out.reshape(stop - start, self.tokens_per_image, self.d)
-        if self.token_index is None:
-            self.store.read_raw_into(self.hook, start, stop, per_image)
+        if len(self.columns) > 1:
+            offsets = np.cumsum([0, *self.hook_dims])
+            for c, left, right in zip(self.columns, offsets[:-1], offsets[1:]):
+                per_image[:, :, left:right] = _read_column(c, start, stop)
+            return
+        column = self.columns[0]
+        if column.token_index is None:
+            column.store.read_raw_into(column.hook, start, stop, per_image)
         else:
             # mode="clip" writes straight into `out` (the default mode buffers); the indices are in range anyway
-            np.take(self.store.read_raw(self.hook, start, stop), self.token_index, axis=1, out=per_image, mode="clip")
+            np.take(column.store.read_raw(column.hook, start, stop), column.token_index, axis=1, out=per_image,
+                    mode="clip")
 
     # ------------------------------------------------------------------ normalisation statistics
     def stats(self, max_tokens: int = 2**20) -> dict:
-        """Per-dimension mean and mean L2 norm E‖x‖ of this hook's tokens of this kind.
+        """Per-dimension mean and mean L2 norm E‖x‖ of this hook's tokens of this kind (a loader of several hooks:
+        `hook_stats`).
 
         Computed in float64 over whole chunks spread evenly over the store (all of it when it holds at most
         `max_tokens` tokens), cached in the store's attributes by rank 0, and reused afterwards."""
-        key = f"{self.hook}/{self.tokens}"
-        cached = self.store.cached_stats(key)
+        if len(self.columns) > 1:
+            raise ValueError(f"this loader reads {len(self.columns)} hooks; use hook_stats() for each one's statistics")
+        return self.hook_stats(max_tokens)[0]
+
+    def hook_stats(self, max_tokens: int = 2**20) -> list[dict]:
+        """`stats` of each hook, in order (each cached in its own store)."""
+        return [self._column_stats(c, max_tokens) for c in self.columns]
+
+    def _column_stats(self, column: HookColumn, max_tokens: int) -> dict:
+        key = f"{column.hook}/{self.tokens}"
+        cached = column.store.cached_stats(key)
         if cached is None or cached.get("max_tokens") != max_tokens:
-            cached = self._compute_stats(max_tokens)
+            cached = self._compute_stats(column, max_tokens)
             if self.rank == 0:
-                self.store.cache_stats(key, cached)
+                column.store.cache_stats(key, cached)
         return {"mean": torch.tensor(cached["mean"], dtype=torch.float32), "mean_norm": float(cached["mean_norm"]),
                 "n_tokens": int(cached["n_tokens"])}
 
-    def _compute_stats(self, max_tokens: int) -> dict:
+    def _compute_stats(self, column: HookColumn, max_tokens: int) -> dict:
         n_chunks = self.store.n_chunks
         per_chunk = self.store.chunk_images * self.tokens_per_image
         n_sample = min(n_chunks, max(1, max_tokens // per_chunk))
         chunks = np.unique(np.linspace(0, n_chunks - 1, n_sample).round().astype(int))
-        total, norm_sum, count = torch.zeros(self.d, dtype=torch.float64), 0.0, 0
-        for k in tqdm(chunks, desc=f"stats {self.hook}/{self.tokens}", unit="chunk", leave=False):
-            x = self._read_chunk(int(k)).to(torch.float64)
+        total, norm_sum, count = torch.zeros(column.d, dtype=torch.float64), 0.0, 0
+        for k in tqdm(chunks, desc=f"stats {column.hook}/{self.tokens}", unit="chunk", leave=False):
+            x = self._read_chunk(int(k), [column]).to(torch.float64)
             total += x.sum(0)
             norm_sum += float(x.norm(dim=1).sum())
             count += x.shape[0]
@@ -443,6 +484,16 @@ class _Slots:
 
 def _nothing() -> None:
     pass
+
+
+def _opened(store: ActivationStore | str, storage_options: dict | None) -> ActivationStore:
+    return store if isinstance(store, ActivationStore) else ActivationStore.open(store, storage_options)
+
+
+def _read_column(column: HookColumn, start: int, stop: int) -> np.ndarray:
+    """Images [start, stop) of one hook's selected tokens, [n, tokens, d] in the stored dtype."""
+    raw = column.store.read_raw(column.hook, start, stop)
+    return raw if column.token_index is None else raw[:, column.token_index]
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:

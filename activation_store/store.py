@@ -11,7 +11,8 @@ Layout::
     images/source_index       int64 [n_images] where each image sits in its source
     images/labels             int64 [n_images] (-1 where the source has none)
     images/factors/<name>     int32 [n_images] ground-truth factor value indices, where the source has them
-    images/patch_labels/<name> int16 [n_images, rows, cols] (-1 = background), where the source has them
+    images/patch_labels/<name> int16 [n_images, rows, cols] (-1 = background), where the source has them; the
+                              `segmentation` attribute names the one that is a segmentation
     images/skipped/ids, images/skipped/reasons   str [n_skipped] files the harvest skipped, and why
 
 Skipped (broken) files take no slot: `n_images` counts only images that were harvested, and `images/ids` names
@@ -267,6 +268,12 @@ class ActivationStore:
     @property
     def factor_values(self) -> dict[str, list[str]]:
         return dict(self.attrs["source"].get("factor_values") or {})
+
+    @property
+    def segmentation(self) -> dict | None:
+        """Which patch-label array is a segmentation ({"factor", "background"}); None when none is (or for stores
+        written before the attribute existed)."""
+        return self.attrs.get("segmentation")
 
     def d(self, hook: str) -> int:
         return int(self.acts(hook).shape[2])

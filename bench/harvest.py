@@ -4,12 +4,21 @@ Both use the same random-init model (ViT-B/16 at 224 px by default), batch size 
 one run. The harvest is end to end from a folder of JPEGs (scan, store creation, decoding threads, one forward
 pass per batch, Zarr writes); the bare forward pass runs on batches already decoded in memory. Prints one JSON
 object.
+
+With `--sources`, it measures instead the harvest of the same JPEGs from three sources, interleaved round by round
+(issue 15 target: each >= 0.9x the folder): the folder, WebDataset tar shards (`wds:`, 64 samples a shard) and a
+Parquet dataset (`hf:`, 64 rows a file), the latter both from the `datasets` cache (prepared once before timing, as
+after a first harvest) and with `streaming=true` (read in place).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +65,61 @@ def harvested(model, cfg: HarvestConfig) -> tuple[float, float]:
     return store.n_images / (time.perf_counter() - start), (time.process_time() - cpu) / store.n_images
 
 
+def write_shards(images: Path, folder: Path, per_shard: int = 64) -> str:
+    """The folder's JPEGs as WebDataset shards (`NNNNN.jpg` members); returns their brace pattern."""
+    files = sorted(images.iterdir())
+    folder.mkdir()
+    shards = range(0, len(files), per_shard)
+    for shard, start in enumerate(shards):
+        with tarfile.open(folder / f"shard-{shard:03d}.tar", "w") as tar:
+            for path in files[start:start + per_shard]:
+                tar.add(path, arcname=path.name)
+    return f"wds:{folder}/shard-{{000..{len(shards) - 1:03d}}}.tar"
+
+
+def write_parquet(images: Path, folder: Path, per_file: int = 64) -> str:
+    """The folder's JPEGs as a Parquet dataset with an `image` column; returns its glob."""
+    import datasets
+
+    files = sorted(images.iterdir())
+    dataset = datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": None} for p in files]},
+                                         features=datasets.Features({"image": datasets.Image()}))
+    folder.mkdir()
+    for part, start in enumerate(range(0, len(files), per_file)):
+        with contextlib.redirect_stderr(io.StringIO()):  # datasets' progress bar
+            dataset.select(range(start, min(start + per_file, len(files)))).to_parquet(folder / f"{part:03d}.parquet")
+    return f"hf:{folder}/*.parquet"
+
+
+def compare_sources(args, model, hooks: list[str], tmp: Path, images: Path) -> dict:
+    """Harvest images/s of each source of the same JPEGs, and each one's ratio to the folder's."""
+    os.environ["HF_DATASETS_CACHE"] = str(tmp / "hf-cache")
+    parquet = write_parquet(images, tmp / "parquet")
+    sources = {"folder": str(images), "wds": write_shards(images, tmp / "shards"), "parquet": parquet,
+               "parquet_streaming": parquet + ",streaming=true"}
+    with contextlib.redirect_stderr(io.StringIO()):
+        open_source(parquet)  # converts the Parquet files into the datasets cache once, as a first harvest would
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sources}
+    for r in range(args.repeats):
+        for name, spec in sources.items():
+            cfg = HarvestConfig(out=str(tmp / f"{name}{r}.zarr"), model=args.model, images=spec, hooks=hooks,
+                                batch_size=args.batch_size, device=args.device, progress=False)
+            runs[name].append(harvested(model, cfg))
+    rate = {name: float(np.median([x for x, _ in values])) for name, values in runs.items()}
+    cpu = {name: float(np.median([c for _, c in values])) for name, values in runs.items()}
+    others = [name for name in sources if name != "folder"]
+    return {
+        "bench": "harvest_sources", "model": args.model, "device": args.device,
+        "torch_threads": torch.get_num_threads(), "batch_size": args.batch_size, "n_images": args.n_images,
+        "images_per_s": {name: round(value, 3) for name, value in rate.items()},
+        "ratio_to_folder": {name: round(rate[name] / rate["folder"], 3) for name in others},
+        # CPU seconds per image, folder's over the source's: the contention-free view of the same ratio
+        "cpu_s_per_image": {name: round(value, 4) for name, value in cpu.items()},
+        "cpu_ratio_to_folder": {name: round(cpu["folder"] / cpu[name], 3) for name in others},
+        "target_ratio": 0.9, "runs": {name: [round(x, 3) for x, _ in values] for name, values in runs.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="timm:vit_base_patch16_224,pretrained=false")
@@ -63,6 +127,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sources", action="store_true", help="compare folder, wds: and hf: Parquet harvests")
     args = parser.parse_args()
 
     model = load_model(args.model, device=args.device)
@@ -71,6 +136,9 @@ def main() -> None:
         images = Path(tmp) / "images"
         images.mkdir()
         write_jpegs(images, args.n_images)
+        if args.sources:
+            print(json.dumps(compare_sources(args, model, hooks, Path(tmp), images)))
+            return
         source = open_source(str(images))
         records = [source[i] for i in range(args.n_images)]
         pictures = [r.image for r in records if r.image is not None]

@@ -61,6 +61,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,8 @@ def loader_epoch(store, hook: str) -> int:
 
 
 @torch.no_grad()
-def evaluate(models: dict, store, hook: str, batch: int, seed: int, n_tokens: int, d: int, n: int) -> dict:
+def evaluate(models: dict, store, hook: str, batch: int, seed: int, n_tokens: int, d: int, n: int,
+             truth: torch.Tensor | None = None) -> dict:
     summaries = {name: ReconstructionStats(d, n) for name in models}
     for x in eval_batches(store, hook, batch, seed, n_tokens):
         for name, (encode, decode) in models.items():
@@ -211,19 +213,36 @@ def evaluate(models: dict, store, hook: str, batch: int, seed: int, n_tokens: in
         r = summary.result()
         out[name] = {"fvu": round(r["fvu"], 5), "l0": round(r["l0"], 3), "dead_fraction": round(r["dead_fraction"], 4),
                      "dead_latents": int((summary.fire_counts == 0).sum())}
+        if truth is not None:
+            out[name]["mmcs"] = round(ground_truth_mmcs(models[name][1], n, truth), 4)
     return out
 
 
-def train_visae(store_path: str, hook: str, args, steps: int, work: Path):
+@torch.no_grad()
+def ground_truth_mmcs(decode, n: int, truth: torch.Tensor) -> float:
+    """MMCS of the true features against the dictionary (docs/metrics.md): the mean over the true directions of
+    the best cosine with a decoder direction. Directions are read through each library's own decode, as
+    decode(one-hot) - decode(0), so no library's weight layout is assumed."""
+    zero = decode(torch.zeros(1, n))
+    best = torch.full((truth.shape[0],), -1.0)
+    for start in range(0, n, 1024):
+        rows = decode(torch.eye(n)[start:start + 1024]) - zero
+        rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        best = torch.maximum(best, (truth @ rows.T).max(1).values)
+    return float(best.mean())
+
+
+def train_visae(store_path: str, hook: str, args, steps: int, work: Path, architecture: str = "topk"):
     from visae.sae import SAE
     from visae.training.config import TrainConfig, resolve_defaults
     from visae.training.dead_latents import dead_after_tokens
     from visae.training.run import train
 
-    cfg = TrainConfig(store=store_path, hook=hook, architecture="topk", k=args.k, expansion_factor=args.expansion,
-                      total_tokens=steps * args.batch, batch_size=args.batch, seed=args.seed, device="cpu",
-                      out_dir=str(work), run_name="visae", checkpoint_every_steps=10**9, eval_every_steps=10**9,
-                      eval_tokens=args.batch, wandb_mode="disabled")
+    cfg = TrainConfig(store=store_path, hook=hook, architecture=architecture, k=args.k,
+                      expansion_factor=args.expansion, total_tokens=steps * args.batch, batch_size=args.batch,
+                      seed=args.seed, device="cpu", out_dir=str(work), run_name=f"visae-{architecture}",
+                      checkpoint_every_steps=10**9, eval_every_steps=10**9, eval_tokens=args.batch,
+                      wandb_mode="disabled")
     start = time.perf_counter()
     sae = SAE.load(train(cfg))
     seconds = time.perf_counter() - start
@@ -235,7 +254,17 @@ def train_visae(store_path: str, hook: str, args, steps: int, work: Path):
              "dead_after_tokens": dead_after_tokens(cfg.dead_after_tokens, cfg.dead_max_fraction, cfg.total_tokens),
              "normalisation": "expected_average_only_in (sqrt(d)/E||x||, E||x|| from the store), folded on save",
              "b_dec_init": "mean of the first batch", "decoder": "unit-norm rows"}
-    return (sae.encode, sae.decode), seconds, setup
+    models = {"": (sae.encode, sae.decode)}
+    if architecture != "topk":  # BatchTopK family (saved as JumpReLU): the inference threshold and the batch rule
+        models["batch_rule"] = (partial(batch_rule_encode, sae, args.k), sae.decode)
+    return models, seconds, setup
+
+
+def batch_rule_encode(sae, k: int, x: torch.Tensor) -> torch.Tensor:
+    """BatchTopK's training rule on an evaluation batch: the k * batch largest (ReLU'd) pre-activations."""
+    pre = sae.pre_acts(x).relu().reshape(-1)
+    keep = pre.topk(k * x.shape[0]).indices
+    return torch.zeros_like(pre).scatter_(0, keep, pre[keep]).reshape(x.shape[0], -1)
 
 
 def train_saelens(store, hook: str, args, steps: int, lr: float, work: Path, name: str):
@@ -262,7 +291,7 @@ def train_saelens(store, hook: str, args, steps: int, lr: float, work: Path, nam
              "normalisation": "expected_average_only_in, scale sqrt(d)/E||x|| from the store, folded by fit()",
              "b_dec_init": "zeros", "decoder": "init norm 0.1, rescale_acts_by_decoder_norm=True",
              "n_dead_at_end_of_training": int(trainer.dead_neurons.sum())}
-    return (inference.encode, inference.decode), seconds, setup
+    return {"": (inference.encode, inference.decode)}, seconds, setup
 
 
 def train_dictionary_learning(dl, store, hook: str, args, steps: int, warmup: int, work: Path):
@@ -284,13 +313,7 @@ def train_dictionary_learning(dl, store, hook: str, args, steps: int, warmup: in
              "folded into the biases on save",
              "b_dec_init": "geometric median of the first batch",
              "decoder": "unit-norm columns, parallel gradient removed"}
-    return (ae.encode, ae.decode), seconds, setup
-
-
-def harvest_store(work: Path, n_images: int) -> str:
-    from visae.service.commands.quickstart import _harvest
-
-    return _harvest(work, n_images)
+    return {"": (ae.encode, ae.decode)}, seconds, setup
 
 
 def harvest_heldout(work: Path, n_images: int, hook: str) -> str:
@@ -316,18 +339,39 @@ def eval_store(args, store, hook: str, work: Path):
 
 
 def quality(args, dl) -> dict:
+    """Every set of --sets (or --store alone): the libraries' figures on it, its targets, and one table."""
+    from peer_sets import ActivationSet, build
+
+    sets = [(ActivationSet("store", args.store, args.hook), args.expansion)] if args.store else [
+        (build(name), float(expansion or args.expansion)) for name, _, expansion in
+        (spec.partition(":") for spec in args.sets.split(","))]
+    out = {}
+    for activation_set, expansion in sets:
+        print(f"[peers] set {activation_set.name}", file=sys.stderr)
+        out[activation_set.name] = quality_on(args, dl, activation_set, expansion)
+    print(table(out))
+    return out
+
+
+def quality_on(args, dl, activation_set, expansion: float) -> dict:
+    """Each library trained on one set's stream (visae: every architecture of --architectures), then evaluated."""
+    args = argparse.Namespace(**{**vars(args), "expansion": expansion})
+    truth = activation_set.truth_directions()
+    truth = None if truth is None else torch.from_numpy(truth)
     with tempfile.TemporaryDirectory(prefix="visae-peers-") as tmp:
         work = Path(tmp)
-        with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON object only
-            store_path = args.store or harvest_store(work, args.n_images)
-            store, hook = open_store(store_path, args.hook)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for the table only
+            store_path = activation_set.store
+            store, hook = open_store(store_path, activation_set.hook)
             d = store.d(hook)
             n = int(round(args.expansion * d))
             steps = int(args.tokens) // args.batch
             warmup = visae_schedule(steps).warmup_steps
             models, results = {}, {}
             trainers: list[tuple[str, Callable[[], tuple[Any, float, dict]]]] = [
-                ("visae", lambda: train_visae(store_path, hook, args, steps, work))]
+                (f"visae_{arch}" if arch != "topk" else "visae",
+                 lambda arch=arch: train_visae(store_path, hook, args, steps, work, arch))
+                for arch in args.architectures.split(",")]
             for lr in args.saelens_lr.split(","):
                 value = {"default": SAELENS_DEFAULT_LR, "visae": visae_lr(n, d)}.get(lr) or float(lr)
                 name = "saelens" if lr == "default" else f"saelens_lr_{lr}"
@@ -338,27 +382,59 @@ def quality(args, dl) -> dict:
                                  lambda: train_dictionary_learning(dl, store, hook, args, steps, warmup, work)))
             for name, fit in trainers:
                 print(f"[peers] training {name}", file=sys.stderr)
-                models[name], seconds, setup = fit()
+                fitted, seconds, setup = fit()
+                models.update({f"{name}_{rule}" if rule else name: model for rule, model in fitted.items()})
                 results[name] = {"train_s": round(seconds, 1), "setup": setup}
-            store_tokens = loader_epoch(store, hook)  # read before a harvested store's folder goes
+            store_tokens = loader_epoch(store, hook)
             evaluation, note = eval_store(args, store, hook, work)
             n_eval = min(args.eval_tokens, loader_epoch(evaluation, hook))
             if n_eval < args.eval_tokens:
                 note += f"; every token once (it holds fewer than --eval-tokens {args.eval_tokens})"
-            figures = evaluate(models, evaluation, hook, args.batch, args.seed + 1, n_eval, d, n)
+            figures = evaluate(models, evaluation, hook, args.batch, args.seed + 1, n_eval, d, n, truth)
             print(f"[peers] {json.dumps(figures)}", file=sys.stderr)
     for name in results:
         results[name] = {**figures[name], **results[name]}
-    peers = [figures[name]["fvu"] for name in figures if name != "visae"]
+        if f"{name}_batch_rule" in figures:
+            results[name]["batch_rule"] = figures[f"{name}_batch_rule"]
     return {
-        "store": store_path if args.store else f"harvested: {args.n_images} shapes images (temporary)",
-        "hook": hook, "token_kind": "all", "d_in": d, "d_sae": n, "k": args.k, "batch": args.batch, "steps": steps,
-        "training_tokens": steps * args.batch, "store_tokens": store_tokens, "seed": args.seed,
-        "eval": {"tokens": n_eval, "loader_seed": args.seed + 1, "tokens_are": note},
-        "results": results,
-        "visae_fvu_vs_best_peer": round(figures["visae"]["fvu"] / min(peers), 3) if peers else None,
-        "visae_dead_target": "< 0.01",
+        "store": store_path, "hook": hook, "token_kind": "all", "d_in": d, "d_sae": n, "k": args.k,
+        "batch": args.batch, "steps": steps, "training_tokens": steps * args.batch, "store_tokens": store_tokens,
+        "seed": args.seed, "eval": {"tokens": n_eval, "loader_seed": args.seed + 1, "tokens_are": note},
+        "results": results, "targets": targets(figures, args.k),
     }
+
+
+def targets(figures: dict, k: int) -> dict:
+    """The issue's targets for each visae architecture: FVU <= every SAELens run's, MMCS >= the best peer's
+    (where the truth is known), dead < 1%, and (BatchTopK family) inference L0 within 10% of k."""
+    peers = {name: f for name, f in figures.items() if not name.startswith("visae")}
+    lens_fvu = min((f["fvu"] for name, f in peers.items() if name.startswith("saelens")), default=None)
+    peer_mmcs = max((f["mmcs"] for f in peers.values() if "mmcs" in f), default=None)
+    out = {}
+    for name, f in figures.items():
+        if not name.startswith("visae") or name.endswith("_batch_rule"):
+            continue
+        met = {"fvu_le_saelens": lens_fvu is None or f["fvu"] <= lens_fvu, "dead_lt_1pct": f["dead_fraction"] < 0.01}
+        if peer_mmcs is not None:
+            met["mmcs_ge_best_peer"] = f["mmcs"] >= peer_mmcs
+        if name != "visae":
+            met["l0_within_10pct_of_k"] = abs(f["l0"] - k) <= 0.1 * k
+        out[name] = {**met, "all": all(met.values())}
+    return out
+
+
+def table(sets: dict) -> str:
+    """One line per (set, library): FVU, L0, dead fraction, MMCS, and the batch rule's FVU where there is one."""
+    lines = [f"{'set':<12} {'d_in':>4} {'steps':>5} {'library':<32} {'FVU':>7} {'L0':>6} {'dead':>7} {'MMCS':>6} "
+             f"{'FVU batch rule':>14}"]
+    for name, q in sets.items():
+        for lib, r in q["results"].items():
+            mmcs = f"{r['mmcs']:.3f}" if "mmcs" in r else "-"
+            rule = f"{r['batch_rule']['fvu']:.4f}" if "batch_rule" in r else "-"
+            lr = r["setup"]["lr"]
+            lines.append(f"{name:<12} {q['d_in']:>4} {q['steps']:>5} {f'{lib} ({lr:.2g})':<32} {r['fvu']:>7.4f} "
+                         f"{r['l0']:>6.1f} {r['dead_fraction']:>7.2%} {mmcs:>6} {rule:>14}")
+    return "\n".join(lines)
 
 
 def visae_schedule(steps: int):
@@ -384,9 +460,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=3, help="speed: training steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="speed: interleaved rounds; figures are medians")
-    p.add_argument("--store", default=None, help="quality: activation store (default: harvest one into a temp folder)")
+    p.add_argument("--sets", default="toy-resid,toy-mlp,synthetic,vit-b:4,anisotropic",
+                   help="quality: the activation sets of bench/peer_sets.py, NAME or NAME:EXPANSION")
+    p.add_argument("--store", default=None, help="quality: one activation store instead of --sets")
+    p.add_argument("--architectures", default="topk,batchtopk,matryoshka_batchtopk",
+                   help="quality: the visae architectures to train (the peers train TopK)")
+    p.add_argument("--json", default="peers.json", help="where the JSON object is written")
     p.add_argument("--n-images", type=int, default=2048,
-                   help="quality: shapes images to harvest when --store is not given")
+                   help="quality: shapes images of the held-out store (--eval-store heldout)")
     p.add_argument("--hook", default="blocks.-2.resid_post")
     p.add_argument("--tokens", type=float, default=4e6, help="quality: training token budget of every library")
     p.add_argument("--expansion", type=float, default=16.0, help="quality: latents per input dimension")
@@ -410,7 +491,8 @@ def main() -> None:
         out["speed"] = speed(args, dl)
     if not args.skip_quality:
         out["quality"] = quality(args, dl)
-    print(json.dumps(out))
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"[peers] wrote {args.json}", file=sys.stderr)
 
 
 if __name__ == "__main__":

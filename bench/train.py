@@ -7,6 +7,10 @@
   reused buffer instead, which on CPU skips the page faults of a fresh 100 MB output and is faster.
 - BatchTopK and Matryoshka-BatchTopK tokens/s of the same step against the same floor (k is their average
   L0; target >= 0.4x). Their steps and TopK's alternate one by one, and each figure is the median step time.
+- A skip transcoder (d -> d, n latents) and a crosscoder over `--hooks` hooks of width d (n latents) against a
+  TopK SAE of the same shape (the transcoder: d -> n; the crosscoder: hooks * d -> n), stepped in the same
+  rotation (target: each at most 1.3x the SAE's step time). The crosscoder's tokens/s per hook is its tokens/s
+  times the number of hooks.
 - Sweeps, two ways (target <= 0.75x the time):
   - `sweep_steps_*`: 8 TopK SAEs stepped on one batch stream (`training.sweep.step_members`) against 8
     separate runs of the same steps, data in memory (the stepping alone);
@@ -60,19 +64,33 @@ def timed(fn, device: torch.device) -> float:
 
 
 def make_trainer(args, device: torch.device, seed: int, autocast: torch.dtype | None,
-                 architecture: str = "topk") -> SAETrainer:
+                 architecture: str = "topk", width: int | None = None, **shape) -> SAETrainer:
+    """The trainer of an SAE (or transcoder, crosscoder) on batches `width` values wide (default d)."""
     torch.manual_seed(seed)
-    sae = create_sae(SAEConfig(architecture=architecture, d_in=args.d, d_sae=args.n, k=args.k)).to(device)
-    sae.init_from_data(torch.randn(args.batch, args.d, device=device))
+    sae = create_sae(SAEConfig(architecture=architecture, d_in=shape.pop("d_in", args.d), d_sae=args.n, k=args.k,
+                               **shape)).to(device)
+    sae.init_from_data(torch.randn(args.batch, width or args.d, device=device))
     return SAETrainer(sae, lr=2e-4, betas=(0.9, 0.999), grad_clip=1.0,
                       schedule=warmup_decay(10**6, 1000, 0.05, 0.2), sparsity_warmup_fraction=0.0,
                       dead_after=10**7, autocast_dtype=autocast)
 
 
-def batches(args, device: torch.device, steps: int):
-    """The data of one run: a fresh random batch per step (the stand-in for a loader)."""
+def batches(args, device: torch.device, steps: int, width: int | None = None):
+    """The data of one run: a fresh random batch per step (the stand-in for a loader), `width` (default d) wide."""
     for _ in range(steps):
-        yield torch.randn(args.batch, args.d, device=device)
+        yield torch.randn(args.batch, width or args.d, device=device)
+
+
+def hook_trainers(args, device: torch.device, autocast: torch.dtype | None) -> dict[str, tuple[SAETrainer, int]]:
+    """(trainer, batch width) of a skip transcoder, a crosscoder and the SAE with the crosscoder's shape."""
+    wide = args.hooks * args.d
+    return {
+        "skip_transcoder": (make_trainer(args, device, 0, autocast, "topk_skip_transcoder", 2 * args.d,
+                                         d_out=args.d, apply_b_dec_to_input=False), 2 * args.d),
+        "crosscoder": (make_trainer(args, device, 0, autocast, "crosscoder", wide, d_in=wide,
+                                    hook_dims=[args.d] * args.hooks), wide),
+        "sae_crosscoder_shape": (make_trainer(args, device, 0, autocast, "topk", wide, d_in=wide), wide),
+    }
 
 
 def end_to_end_configs(args, store: str, out_dir: str) -> tuple[SweepConfig, list[TrainConfig]]:
@@ -92,6 +110,7 @@ def main() -> None:
     p.add_argument("--d", type=int, default=384)
     p.add_argument("--n", type=int, default=6144)
     p.add_argument("--k", type=int, default=32)
+    p.add_argument("--hooks", type=int, default=3, help="hooks of the crosscoder, each d wide")
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=3, help="training steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; figures are medians")
@@ -109,18 +128,22 @@ def main() -> None:
     w = torch.randn(args.d, args.n, device=device, dtype=gemm_dtype)
     single = make_trainer(args, device, 0, autocast)
     family = {arch: make_trainer(args, device, 0, autocast, arch) for arch in ("batchtopk", "matryoshka_batchtopk")}
+    multi_hook = hook_trainers(args, device, autocast)
     members = [make_trainer(args, device, i, autocast) for i in range(args.members)]
     pool = ThreadPoolExecutor(args.member_threads) if args.member_threads > 1 else None
     warm = torch.randn(args.batch, args.d, device=device)
     for trainer in [single, *family.values(), *members]:
         trainer.step(warm, 0)
     step_members(members, warm, 0, pool)
+    for trainer, width in multi_hook.values():
+        trainer.step(next(batches(args, device, 1, width)), 0)
 
-    stepped = {"step": single, **family}  # TopK's figure is "step"
+    # TopK's figure is "step"; (trainer, batch width)
+    stepped = {"step": (single, args.d), **{arch: (t, args.d) for arch, t in family.items()}, **multi_hook}
 
-    def run_step(trainer: SAETrainer, i: int):
+    def run_step(trainer: SAETrainer, width: int, i: int):
         """One training step on a fresh batch (the stand-in for a loader)."""
-        trainer.step(next(batches(args, device, 1)), i)
+        trainer.step(next(batches(args, device, 1, width)), i)
 
     def run_sweep():
         for i, xb in enumerate(batches(args, device, args.steps)):
@@ -145,7 +168,7 @@ def main() -> None:
             for cfg in run_cfgs:
                 train(cfg)
 
-    figures = {name: [] for name in ("gemm", "gemm_inplace", "step", *family, "sweep", "separate", "e2e_sweep",
+    figures = {name: [] for name in ("gemm", "gemm_inplace", *stepped, "sweep", "separate", "e2e_sweep",
                                      "e2e_separate")}
     for r in range(args.repeats):
         figures["gemm"].append(timed(lambda: [x @ w for _ in range(args.steps)], device) / args.steps)
@@ -156,7 +179,7 @@ def main() -> None:
         names = list(stepped)
         for i in range(args.steps):
             for name in names[i % len(names):] + names[:i % len(names)]:
-                figures[name].append(timed(partial(run_step, stepped[name], i), device))
+                figures[name].append(timed(partial(run_step, *stepped[name], i), device))
         if args.members:
             figures["sweep"].append(timed(run_sweep, device))
             figures["separate"].append(timed(run_separate, device))
@@ -185,6 +208,14 @@ def main() -> None:
         "matryoshka_tokens_per_s": round(family_tokens_s["matryoshka_batchtopk"]),
         "matryoshka_vs_floor": round(family_tokens_s["matryoshka_batchtopk"] / floor, 3),
         "batchtopk_matryoshka_vs_floor_target": ">= 0.4",
+        "skip_transcoder_tokens_per_s": round(args.batch / med["skip_transcoder"]),
+        "skip_transcoder_time_vs_sae": round(med["skip_transcoder"] / med["step"], 3),
+        "crosscoder_hooks": args.hooks,
+        "crosscoder_tokens_per_s": round(args.batch / med["crosscoder"]),
+        "crosscoder_tokens_per_s_per_hook": round(args.hooks * args.batch / med["crosscoder"]),
+        "sae_of_crosscoder_shape_tokens_per_s": round(args.batch / med["sae_crosscoder_shape"]),
+        "crosscoder_time_vs_sae": round(med["crosscoder"] / med["sae_crosscoder_shape"], 3),
+        "transcoder_crosscoder_vs_sae_target": "<= 1.3",
         "sweep_members": args.members, "sweep_member_threads": args.member_threads,
         "sweep_steps_one_pass_s": round(med["sweep"], 2),
         "sweep_steps_separate_s": round(med["separate"], 2),

@@ -100,3 +100,16 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def check_output_folder(path: str | os.PathLike, setting: str) -> None:
+    """Refuse, before any work, a local output folder that is a file or lies under one, naming the setting to
+    change (URLs such as s3://... are left to their store)."""
+    if "://" in str(path):
+        return
+    folder = Path(path).absolute()
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = "is a file" if blocker == folder else f"lies under the file {blocker}"
+        raise ValueError(f"{setting} {path} {where}, not a folder; choose another {setting}")
+

@@ -38,9 +38,7 @@ def typed_config_values(schema: type, yaml_path: str | os.PathLike | None = None
 
 
 def _merge(schema: type, yaml_path: str | os.PathLike | None, layers: tuple) -> DictConfig:
-    if yaml_path is not None and not Path(yaml_path).is_file():
-        raise FileNotFoundError(f"config file {yaml_path} does not exist")
-    sources = [OmegaConf.load(Path(yaml_path)) if yaml_path is not None else {},
+    sources = [_settings_file(Path(yaml_path)) if yaml_path is not None else {},
                *(OmegaConf.from_dotlist(list(layer)) if isinstance(layer, (list, tuple))
                  else {k: v for k, v in layer.items() if v is not None} for layer in layers)]
     # omegaconf types `merge`, `create` and `to_container` as any config or container; every source here is a
@@ -48,6 +46,25 @@ def _merge(schema: type, yaml_path: str | os.PathLike | None, layers: tuple) -> 
     values = (cast(dict, OmegaConf.to_container(OmegaConf.create(source))) for source in sources)
     merged = OmegaConf.merge(OmegaConf.structured(schema), *(_whole_floats_to_int(schema, v) for v in values))
     return cast(DictConfig, merged)
+
+
+def _settings_file(path: Path) -> dict:
+    """The mapping of settings in a YAML file (an empty file sets nothing); anything else is refused by name."""
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        values = OmegaConf.load(path)  # omegaconf's safe loader, where 4e6 is a number
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a text file; give a YAML file of settings such as "
+                         "`k: 32`") from None
+    except OSError as err:  # omegaconf's answer to a file holding one scalar ("Invalid loaded object type")
+        if "Invalid loaded object type" not in str(err):
+            raise
+        values = None
+    if not isinstance(values, DictConfig):
+        raise ValueError(f"config file {path} holds {'a list' if values is not None else 'a single value'}, not a "
+                         "mapping of settings; write one `field: value` per line, e.g. `k: 32`")
+    return cast(dict, OmegaConf.to_container(values))
 
 
 @contextmanager
@@ -61,7 +78,7 @@ def _named_errors(schema: type, yaml_path: str | os.PathLike | None) -> Iterator
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         where = f"field {key!r}" if key else schema.__name__
-        message = str(getattr(err, "msg", err)).splitlines()[0]
+        message = str(getattr(err, "msg", None) or err).splitlines()[0]
         raise ValueError(f"bad {where} in {yaml_path or 'the settings given'}: {message}") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{yaml_path} is not valid YAML: {' '.join(str(err).split())}") from None

@@ -85,13 +85,13 @@ class Codes:
 
     def top_images(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Per latent, the k images with the highest activation: indices int64 [n_latents, k] (-1 pad), acts."""
-        return _top_per_column(self.images, k)
+        return top_per_column(self.images, k)
 
     def top_patches(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per latent, the k patch tokens with the highest activation: (image, patch position in the grid, act)."""
         patch_rows = self.patch_rows()
         sub = self.tokens[patch_rows] if patch_rows.size else self.tokens
-        idx, acts = _top_per_column(sp.csc_matrix(sub), k)
+        idx, acts = top_per_column(sp.csc_matrix(sub), k)
         n_per_image = max(len(self.layout.patch_indices), 1) if patch_rows.size else self.layout.n_tokens
         image = np.where(idx >= 0, idx // n_per_image, -1)
         patch = np.where(idx >= 0, idx % n_per_image, -1)
@@ -148,7 +148,7 @@ class Codes:
         return out.reshape(n_latents, k, rows, cols).astype(np.float16)
 
 
-def _top_per_column(m: sp.csc_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_per_column(m: sp.csc_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row indices (-1 pad) and values of the k largest nonzero entries of every column, best first."""
     m = sp.csc_matrix(m)
     n_cols = sparse_shape(m)[1]

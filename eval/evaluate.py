@@ -32,15 +32,22 @@ from visae.eval.auroc import AUROC_DEFINITION
 from visae.eval.codes import CodeCollector, Codes, sparse_shape
 from visae.eval.config import EvalConfig
 from visae.eval.downstream import DOWNSTREAM_DEFINITION
+from visae.eval.feature_effects import EFFECT_DEFINITION, feature_effects
 from visae.eval.interpretability import GroundTruth, factor_auroc, image_factor_auroc, label_purity, patch_purity
+from visae.eval.interventions import reconstructs_its_hook
 from visae.eval.labels import PURITY_DEFINITION
 from visae.eval.model_pass import final_embedding_hook, run_model_pass
-from visae.eval.monosemanticity import MS_DEFINITION, monosemanticity_scores
+from visae.eval.monosemanticity import MS_DEFINITION, baseline_ms, monosemanticity_scores
 from visae.eval.neurons import NEURON_DEFINITION, neuron_loadings
+from visae.eval.output_reader import OutputReader
+from visae.eval.probe_ceiling import PROBE_CEILING_DEFINITION, ProbeData, decodable_coverage, probe_ceiling
 from visae.eval.ranking import SCORE_DEFINITION, add_score_and_rank
+from visae.eval.ranking_validation import ranking_validation
 from visae.eval.report import build_report
 from visae.eval.results import EvalResults
+from visae.eval.segmentation_metrics import SEGMENTATION_DEFINITION, Segmentation, segmentation_scores
 from visae.eval.sparsity import SPARSITY_DEFINITION, FiringStats
+from visae.eval.spatial_coherence import MORAN_DEFINITION, moran_i
 from visae.eval.text_labels import load_vocabulary, text_embeddings, text_labels
 from visae.eval.writer import thumbnail, update_cfg_metadata, write_results
 from visae.sae import SAE
@@ -75,16 +82,25 @@ class Target:
 
 
 class SourceImages:
-    """Evaluated store images, read back from the store's image source by their source index."""
+    """Evaluated store images, read back from the store's image source (a folder, Parquet rows, tar shards: nothing
+    is extracted) at their source index, and checked against the id the store recorded for them."""
 
     def __init__(self, store: ActivationStore, n_images: int, preprocess: Preprocess):
-        self.source = open_source(store.source_spec)
+        try:
+            self.source = open_source(store.source_spec)
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(f"the images of {store.path} cannot be read back: its image source "
+                                    f"{store.source_spec} is gone ({err}); restore it there to evaluate") from None
         self.index = np.asarray(store.source_index[:n_images])
+        self.ids = np.asarray(store.image_ids[:n_images])
         self.preprocess = preprocess
         self.n = n_images
 
     def image(self, i: int):
         record = self.source[int(self.index[i])]
+        if record.id != self.ids[i]:
+            raise ValueError(f"image {i} of the store is {self.ids[i]}, but {self.source.spec} now holds {record.id} "
+                             "there: the source changed since the harvest; harvest it again")
         if record.image is None:
             raise ValueError(f"image {record.id} of {self.source.spec} cannot be read any more ({record.error})")
         return record.image
@@ -201,6 +217,9 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
     columns, top, referenced = _per_latent(cfg, codes, truth, firing)
     matches = factor_auroc(codes, truth)
     columns.update(matches.per_latent())
+    if codes.layout.patch_indices:
+        columns["moran_i"] = moran_i(codes.tokens.tocsr()[codes.patch_rows()], codes.grid)
+    segmentation = _segmentation(cfg, codes, store, n_images, columns)
     summary = {
         "model": store.model_spec, "hook": target.hook, "token_kind": target.token_kind, "store": store_label,
         "store_fingerprint": store.fingerprint, "n_images": n_images, "d_sae": int(sae.cfg.d_sae),
@@ -208,6 +227,11 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         **recon.result(), **firing.result(), **matches.summary(),
         "throughput": {"store_tokens_per_s": firing.n_tokens / store_seconds},
     }
+    if segmentation is not None:
+        summary["segmentation"] = segmentation
+    if truth.factors and cfg.probe_rows:
+        summary["probe_ceiling"] = _probe_ceiling(cfg, store, target, n_images, truth, summary["factor_auroc"])
+        summary["coverage_0_9_decodable"] = summary["probe_ceiling"]["coverage_0_9_decodable"]
     if mismatches:
         summary["allowed_mismatch"] = list(mismatches)  # evaluated with --allow-mismatch despite these
     if truth.factors:
@@ -228,6 +252,7 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         summary["downstream"] = passes.downstream
         summary["throughput"]["images_per_s"] = passes.images_per_s
         columns["monosemanticity"] = monosemanticity_scores(codes.images, passes.embeddings)
+        summary["ms_baseline"] = baseline_ms(passes.embeddings)
         if clip and passes.outputs is not None:
             concepts = load_vocabulary(cfg.vocabulary, truth.label_names)
             columns["text_label"], columns["text_label_cos"] = text_labels(
@@ -235,7 +260,11 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         summary["reference_encoder"] = f"{store.model_spec} final CLS embedding ({final_embedding_hook(model)})"
     if target.hook.endswith(".mlp_hidden"):
         summary["superposition"] = _neurons_vs_features(cfg, sae, store, target, codes, truth, columns)
-    features = add_score_and_rank(pd.DataFrame({"feature": np.arange(sae.cfg.d_sae), **columns}))
+    features = add_score_and_rank(pd.DataFrame({"feature": np.arange(sae.cfg.d_sae), **columns}),
+                                  ms_baseline=summary.get("ms_baseline", 0.0))
+    summary["ranking"] = ranking_validation(features)
+    if model is not None and cfg.effect_latents and reconstructs_its_hook(sae):
+        features = _with_effects(cfg, sae, model, target, features, top, images, truth)
     summary["metric_definitions"] = _definitions(summary.get("reference_encoder", "none (model passes skipped)"))
     summary["n_scored"] = int(features["score"].notna().to_numpy().sum())
     thumbs = {i: images.thumb(i) for i in tqdm(sorted(referenced), desc="thumbnails", disable=not cfg.progress)}
@@ -290,6 +319,40 @@ def _per_latent(cfg, codes: Codes, truth: GroundTruth, firing: FiringStats):
     referenced = set(np.unique(np.concatenate([top_images.ravel(), q_images.ravel(), patch_image.ravel()])).tolist())
     referenced -= {-1}
     return columns, top, referenced
+
+
+def _with_effects(cfg, sae, model, target: Target, features: pd.DataFrame, top: dict, images: SourceImages,
+                  truth: GroundTruth) -> pd.DataFrame:
+    """The feature table with `effect_output` / `effect_size` of the --effect-latents top-ranked latents."""
+    latents = features.sort_values("rank", kind="stable")["feature"].head(cfg.effect_latents).tolist()
+    clip = callable(getattr(model, "encode_text", None))
+    reader = OutputReader(model, load_vocabulary(cfg.vocabulary, truth.label_names) if clip else None)
+    columns = feature_effects(model, sae, target.hook, model.layout.indices(target.token_kind), latents,
+                              top["top_images"], lambda rows: images.preprocess.batch([images.image(i) for i in rows]),
+                              reader, cfg.batch_images, cfg.progress)
+    return features.assign(**columns)
+
+
+def _segmentation(cfg, codes: Codes, store: ActivationStore, n_images: int, columns: dict) -> dict | None:
+    """saev's metrics against the store's segmentation, when it has one and the SAE reads the patch tokens; the
+    per-latent figures go into `columns`."""
+    seg = Segmentation.from_store(store, n_images)
+    if seg is None or not codes.layout.patch_indices:
+        return None
+    scores = segmentation_scores(codes.tokens.tocsr()[codes.patch_rows()], seg, cfg.device)
+    columns.update(scores.columns)
+    return scores.summary
+
+
+def _probe_ceiling(cfg, store: ActivationStore, target: Target, n_images: int, truth: GroundTruth,
+                   latent_auroc: dict) -> dict:
+    """Linear probes on the raw activations of the first evaluated images (at most `cfg.probe_rows` rows)."""
+    patches = list(target.layout.patch_indices)
+    n = min(n_images, max(2, cfg.probe_rows // max(len(patches), 1)))
+    token_index = np.asarray(target.store_tokens)
+    data = ProbeData.read(lambda start, stop: store.read(target.hook, start, stop)[:, token_index], n, patches)
+    ceiling = probe_ceiling(data, truth.factors, truth.patch_labels, truth.factor_values)
+    return {**decodable_coverage(ceiling, latent_auroc), "n_images": n, "per_factor": ceiling}
 
 
 def _neurons_vs_features(cfg, sae, store, target: Target, codes: Codes, truth: GroundTruth, columns: dict) -> dict:
@@ -359,4 +422,8 @@ def _definitions(reference_encoder: str) -> dict:
         "auroc": AUROC_DEFINITION,
         "monosemanticity": MS_DEFINITION.format(encoder=reference_encoder),
         "score": SCORE_DEFINITION,
+        "segmentation": SEGMENTATION_DEFINITION,
+        "probe_ceiling": PROBE_CEILING_DEFINITION,
+        "spatial_coherence": MORAN_DEFINITION,
+        "effects": EFFECT_DEFINITION,
     }

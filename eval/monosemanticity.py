@@ -48,3 +48,14 @@ def monosemanticity_scores(acts: sp.spmatrix | np.ndarray, embeddings: np.ndarra
 def _column_min_max(acts: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Column minima and maxima; scipy counts the implicit zeros."""
     return acts.min(0).toarray().ravel(), acts.max(0).toarray().ravel()
+
+
+def baseline_ms(embeddings: np.ndarray) -> float:
+    """MS₀: the score of a latent firing equally on every image, the mean pairwise cosine of the embeddings
+    ((‖Σ ê_n‖² − n) / (n(n − 1)) with ê_n unit-norm). NaN for fewer than two images."""
+    n = embeddings.shape[0]
+    if n < 2:
+        return float("nan")
+    emb = np.asarray(embeddings, dtype=np.float64)
+    emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+    return float((np.square(emb.sum(0)).sum() - n) / (n * (n - 1)))

@@ -23,9 +23,12 @@ SHOWN_EXAMPLES = 8
 SUMMARY_ROWS = (("fvu", "FVU"), ("explained_variance", "explained variance"), ("mse", "MSE / element"),
                 ("cosine", "mean cosine(x, x̂)"), ("rel_bias", "relative reconstruction bias"), ("l0", "L0"),
                 ("dead_fraction", "dead fraction"), ("n_tokens", "N evaluation tokens"), ("dense_10", "dense > 10%"),
-                ("dense_1", "dense > 1%"), ("coverage_0_9", "Coverage@0.9"), ("n_images", "images"))
-TABLE_COLUMNS = ("rank", "feature", "score", "freq", "max_act", "purity", "top_label", "patch_purity",
-                 "patch_top_label", "best_factor", "best_auroc", "monosemanticity", "text_label")
+                ("dense_1", "dense > 1%"), ("coverage_0_9", "Coverage@0.9"),
+                ("coverage_0_9_decodable", "Coverage@0.9 of the decodable values"), ("n_images", "images"))
+TABLE_COLUMNS = ("rank", "feature", "score", "rank_label_free", "score_label_free", "moran_i", "freq", "max_act",
+                 "purity", "top_label", "patch_purity",
+                 "patch_top_label", "best_factor", "best_auroc", "seg_best_class", "seg_probe_r", "seg_purity_16",
+                 "monosemanticity", "text_label", "effect_output", "effect_size")
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
 .feature{border-top:2px solid #444;margin-top:18px;padding-top:6px}.muted{color:#666;font-size:12px}
@@ -148,7 +151,51 @@ def _factors(summary: dict) -> str:
         for f, values in per_factor.items()
     )
     return (f"<p>Coverage@0.9 = {_fmt(summary.get('coverage_0_9'))} (best AUROC of any latent per value)</p>"
-            f"<table>{rows}</table>")
+            f"<table>{rows}</table>{_probe_ceiling(summary)}{_ranking(summary)}")
+
+
+def _probe_ceiling(summary: dict) -> str:
+    """The linear probe's held-out AUROC per value beside the best latent's, and the coverage of what it decodes."""
+    ceiling = summary.get("probe_ceiling")
+    if not ceiling:
+        return ""
+    best = summary.get("factor_auroc") or {}
+    rows = "".join(
+        f"<tr><th>{html.escape(f)} ({c['level']})</th><td>"
+        + ", ".join(f"{html.escape(v)}: {_fmt(a)} / {_fmt(best.get(f, {}).get(v))}"
+                    for v, a in c["probe_auroc"].items())
+        + "</td></tr>" for f, c in ceiling["per_factor"].items())
+    missed = ", ".join(ceiling["missed"]) or "none"
+    return (f"<p>Probe ceiling (linear probe on the raw activations, held-out AUROC / best latent AUROC): "
+            f"{ceiling['n_decodable']} of {ceiling['n_values']} values decodable (probe AUROC ≥ 0.9); coverage of "
+            f"the decodable values = {_fmt(ceiling['coverage_0_9_decodable'])}; decodable but missed: "
+            f"{html.escape(missed)}</p><table>{rows}</table>")
+
+
+def _ranking(summary: dict) -> str:
+    check = summary.get("ranking")
+    if not check:
+        return ""
+    return "<p>Ranking against the ground truth (share of detectors, best AUROC ≥ 0.9):</p>" + _table([
+        (f"top {check['top']} by rank", check.get("rank_top_detector_share")),
+        (f"top {check['top']} by rank_label_free", check.get("rank_label_free_top_detector_share")),
+        ("base rate among live latents", check["base_rate_live"]),
+        ("label-free enrichment (share / base rate)", check.get("rank_label_free_enrichment"))])
+
+
+def _segmentation(summary: dict) -> str:
+    seg = summary.get("segmentation")
+    if not seg:
+        return "<p class=muted>the store has no segmentation (patch labels of classes)</p>"
+    figures = [(label, seg.get(key)) for key, label in (
+        ("probe_r", "Probe R"), ("map", "mAP"), ("purity_16", "Purity@16"), ("purity_64", "Purity@64"),
+        ("purity_256", "Purity@256"), ("coverage_0_3", "Coverage@0.3"), ("n_classes_measured", "classes measured"),
+        ("n_train_patches", "training patches"), ("n_held_out_patches", "held-out patches"))]
+    rows = "".join(f"<tr><th>{html.escape(name)}</th><td>{_fmt(c.get('ap'))}</td><td>{_fmt(c.get('probe_r'))}</td>"
+                   f"<td>{_fmt(c.get('best_latent'))}</td></tr>" for name, c in seg["per_class"].items())
+    return (f"<p>{html.escape(seg['split'])}; labels from the store's <code>{html.escape(seg['factor'])}</code> "
+            f"patch labels</p>{_table(figures)}<table><tr><th>class</th><th>AP</th><th>Probe R</th>"
+            f"<th>best latent</th></tr>{rows}</table>")
 
 
 def _feature_block(folder: Path, row: dict, top: dict) -> str:
@@ -170,7 +217,19 @@ def _feature_block(folder: Path, row: dict, top: dict) -> str:
                          f"src='{png_data_uri(strip)}'>")
     labels = ", ".join(f"{k}: {_fmt(row.get(k))}" for k in TABLE_COLUMNS if k not in ("rank", "feature") and k in row)
     return (f"<div class=feature><b>#{row['rank']} — feature {j}</b> <span class=muted>{labels}</span>"
-            + "".join(parts) + "</div>")
+            + _effect(row) + "".join(parts) + "</div>")
+
+
+def _effect(row: dict) -> str:
+    """What the feature does: the output its ablation on its top images changes most (docs/metrics.md)."""
+    output, size = row.get("effect_output"), row.get("effect_size")
+    if not isinstance(output, str) or size is None or np.isnan(size):
+        return ""
+    if output == "embedding":
+        change = f"moves the image embedding by 1 − cosine = {size:.3g}"
+    else:
+        change = f"{'lowers' if size < 0 else 'raises'} P({html.escape(output)}) by {abs(size):.3g}"
+    return f"<div>What this feature does: switching it off on its top images {change}</div>"
 
 
 def build_report(folder: Path, summary: dict, features: pd.DataFrame, top: dict, truth, others: list[dict],
@@ -202,6 +261,7 @@ def build_report(folder: Path, summary: dict, features: pd.DataFrame, top: dict,
 <h2>Firing frequency</h2><img alt="firing-frequency histogram" src="{frequency_histogram(summary)}">
 <h2>Downstream (spliced into the forward pass)</h2>{_downstream(summary)}
 <h2>Ground-truth factors</h2>{_factors(summary)}
+<h2>Segmentation (saev's metrics)</h2>{_segmentation(summary)}
 {sup_html}
 <h2>Top {len(ranked)} features by rank</h2>{table}{blocks}
 <h2>Metric definitions</h2><ul class=defs>{defs}</ul>

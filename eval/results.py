@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -73,10 +75,14 @@ class EvalResults:
                 f"no complete evaluation in {root} (missing {', '.join(missing)}); "
                 f"run `visae eval {sae_dir} --store STORE`"
             )
-        summary = json.loads((root / SUMMARY_FILE).read_text())
-        features = pd.read_parquet(root / FEATURES_FILE).set_index("feature", drop=False).sort_index()
+        with _readable(root / SUMMARY_FILE, sae_dir):
+            summary = json.loads((root / SUMMARY_FILE).read_text())
+        with _readable(root / FEATURES_FILE, sae_dir):
+            features = pd.read_parquet(root / FEATURES_FILE).set_index("feature", drop=False).sort_index()
         features.index.name = None
-        return cls(root=root, summary=summary, features=features, top=load_file(str(root / TOP_FILE)))
+        with _readable(root / TOP_FILE, sae_dir):
+            top = load_file(str(root / TOP_FILE))
+        return cls(root=root, summary=summary, features=features, top=top)
 
     @staticmethod
     def exists(sae_dir: str | Path) -> bool:
@@ -128,3 +134,15 @@ def _json_row(row: dict) -> dict:
             value = None
         out[key] = value
     return out
+
+
+@contextmanager
+def _readable(path: Path, sae_dir: str | Path) -> Iterator[None]:
+    """A damaged or foreign results file (truncated, a pickle renamed .safetensors, ...) as one line with the fix;
+    nothing in it is executed: JSON, Parquet and safetensors readers only parse."""
+    try:
+        yield
+    except Exception as err:  # each reader has its own error types (JSONDecodeError, ArrowInvalid, SafetensorError)
+        raise ValueError(f"{path} is damaged or not written by visae eval ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); rerun `visae eval {sae_dir} "
+                         "--store STORE` to rewrite it") from None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from visae.core.atomic import atomic_folder, write_atomic
 from visae.eval.results import EVAL_DIRNAME, FEATURES_FILE, REPORT_FILE, SUMMARY_FILE, THUMBS_DIR, TOP_FILE
@@ -48,7 +48,7 @@ def write_results(sae_dir: Path, summary: dict, features: pd.DataFrame, top: dic
     with atomic_folder(final) as tmp:
         (tmp / SUMMARY_FILE).write_text(json.dumps(json_ready(summary), indent=2))
         features.to_parquet(tmp / FEATURES_FILE, index=False)
-        save_file({k: np.ascontiguousarray(v) for k, v in top.items()}, str(tmp / TOP_FILE))
+        (tmp / TOP_FILE).write_bytes(save({k: np.ascontiguousarray(v) for k, v in top.items()}))
         (tmp / THUMBS_DIR).mkdir()
         for index, image in thumbs.items():
             image.save(tmp / THUMBS_DIR / f"{index}.png")

@@ -5,13 +5,19 @@ Architectures subclass `SAE`, set `architecture` and declare their `traits`, and
 doing so (`sae.registry`); `create_sae(cfg)` builds the right one. Training-time inputs are scaled by
 the scalar `input_scale` (E||x|| = sqrt(d_in)); `save` folds it into the weights, so a saved SAE takes raw
 activations and `input_scale` of a loaded SAE is 1.
+
+The same base serves dictionaries that read one hook and predict another (transcoders, `sae.transcoder`) and
+dictionaries over several hooks (crosscoders, `sae.crosscoder`). The trainer hands every dictionary the loader's
+*batch*, the rows of all the hooks it reads side by side; `split_batch` says which part is encoded and which is
+reconstructed (for an SAE both are the batch), `scale_target` scales the reconstructed part, and `latent_free`
+is the part of a (scaled) reconstruction that does not go through the latents (b_dec, and a skip term).
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -78,6 +84,7 @@ class SAE(nn.Module, abc.ABC):
     architecture: ClassVar[str]
     traits: ClassVar[ArchitectureTraits]
     unit_norm_decoder: ClassVar[bool] = True
+    tied_init: ClassVar[bool] = True  # W_enc starts as W_dec^T
     input_scale: Float[Tensor, ""]  # a buffer (registered in __init__)
 
     def __init_subclass__(cls, **kwargs):
@@ -93,14 +100,21 @@ class SAE(nn.Module, abc.ABC):
             )
         self.cfg = cfg
         dtype = DTYPES[cfg.dtype]
-        W_dec = torch.empty(cfg.d_sae, cfg.d_in, dtype=dtype)
-        nn.init.kaiming_uniform_(W_dec)
-        W_dec *= self.decoder_init_norm() / W_dec.norm(dim=1, keepdim=True)
+        d_out = cfg.d_out or cfg.d_in
+        W_dec = self._unit_rows(cfg.d_sae, d_out, dtype, self.decoder_init_norm())
         self.W_dec = nn.Parameter(W_dec)
-        self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())
+        # W_enc = W_dec^T (Gao et al.), for dictionaries whose input is their output.
+        W_enc = W_dec.T if self.tied_init else self._unit_rows(cfg.d_sae, cfg.d_in, dtype, 1.0).T
+        self.W_enc = nn.Parameter(W_enc.clone().contiguous())
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(d_out, dtype=dtype))
         self.register_buffer("input_scale", torch.ones((), dtype=dtype))
+
+    @staticmethod
+    def _unit_rows(rows: int, cols: int, dtype: torch.dtype, norm: float) -> Float[Tensor, "rows cols"]:
+        weight = torch.empty(rows, cols, dtype=dtype)
+        nn.init.kaiming_uniform_(weight)
+        return weight * (norm / weight.norm(dim=1, keepdim=True))
 
     def decoder_init_norm(self) -> float:
         return 1.0
@@ -130,30 +144,61 @@ class SAE(nn.Module, abc.ABC):
 
     def decode(self, z: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_in"]:
         """Reconstruction in the input's units from dense latents z [B, d_sae]."""
-        return self.decode_scaled(z) / self.input_scale
+        return self.decode_scaled(z) / self.output_scale()
 
     def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
         return self.decode(self.encode(x))
 
     @abc.abstractmethod
-    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
-        """The training loss as named parts (their sum is `total`), for the generic trainer."""
+    def training_losses(self, x: Float[Tensor, "batch d_batch"], state: TrainState) -> LossOutput:
+        """The training loss of a loader batch (see `split_batch`) as named parts (their sum is `total`), for the
+        generic trainer."""
+
+    # ---- what a loader batch holds -------------------------------------------------------------
+
+    def split_batch(self, batch: Float[Tensor, "batch d_batch"]) -> tuple[Float[Tensor, "batch d_in"],
+                                                                            Float[Tensor, "batch d_out"]]:
+        """(the input the dictionary encodes, the target it reconstructs), raw, of a loader batch: an SAE's
+        batch is both."""
+        return batch, batch
+
+    def output_scale(self) -> Float[Tensor, ""]:
+        """The scale of reconstructions (a transcoder's output hook has its own)."""
+        return self.input_scale
+
+    def scale_target(self, target: Float[Tensor, "batch d_out"]) -> Float[Tensor, "batch d_out"]:
+        return target.to(self.W_dec.dtype) * self.output_scale()
+
+    def latent_free(self, scaled_in: Float[Tensor, "batch d_in"]) -> Float[Tensor, "*batch d_out"]:
+        """The part of the scaled reconstruction of scaled inputs that does not go through the latents."""
+        return self.b_dec
+
+    def forward_with_latents(self, x: Float[Tensor, "batch d_in"]) -> tuple[Float[Tensor, "batch d_out"],
+                                                                              Float[Tensor, "batch d_sae"]]:
+        """(reconstruction, dense latents) of raw inputs, for evaluations that need both."""
+        z = self.encode(x)
+        return self.decode(z), z
+
+    def hook_slices(self) -> list[slice]:
+        """Where each hook's values sit in a reconstruction (several for a crosscoder)."""
+        return [slice(0, self.W_dec.shape[1])]
 
     # ---- initialisation and optimiser hooks ----------------------------------------------------
 
     @torch.no_grad()
-    def init_from_data(self, x_sample: Float[Tensor, "batch d_in"], mean_norm: float | None = None) -> None:
-        """Set the input scale (E||x|| = sqrt(d_in), from `mean_norm` or the sample) and b_dec
-        (the scaled sample's mean or geometric median, per `cfg.b_dec_init`)."""
-        x = x_sample.to(self.W_enc.dtype)
+    def init_from_data(self, batch: Float[Tensor, "batch d_batch"], mean_norms: Sequence[float] | None = None) -> None:
+        """Set the input scale (E||x|| = sqrt(d_in), from `mean_norms` (one per hook the batch holds: E||x|| over
+        the store) or the sample) and b_dec (the scaled target's mean or geometric median, per `cfg.b_dec_init`)."""
         if self.cfg.normalize_activations == "expected_average_only_in":
-            norm = float(mean_norm) if mean_norm is not None else float(x.norm(dim=-1).mean())
-            if not norm > 0:
-                raise ValueError(f"cannot normalise inputs with mean norm {norm}; the activation sample is all zeros")
-            self.input_scale.fill_(math.sqrt(self.cfg.d_in) / norm)
-        x = x * self.input_scale
-        centre = x.mean(0) if self.cfg.b_dec_init == "mean" else geometric_median(x)
-        self.b_dec.copy_(centre)
+            self.set_scales(batch, mean_norms)
+        centre = self.scale_target(self.split_batch(batch)[1])
+        self.b_dec.copy_(centre.mean(0) if self.cfg.b_dec_init == "mean" else geometric_median(centre))
+
+    @torch.no_grad()
+    def set_scales(self, batch: Float[Tensor, "batch d_batch"], mean_norms: Sequence[float] | None) -> None:
+        """Set the scale(s) that bring each hook to E||x|| = sqrt(d) (see `init_from_data`)."""
+        x = self.split_batch(batch)[0].to(self.W_enc.dtype)
+        self.input_scale.fill_(unit_scale(x, mean_norms[0] if mean_norms else None))
 
     @torch.no_grad()
     def after_backward(self) -> None:
@@ -181,20 +226,37 @@ class SAE(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def inference_tensors(self) -> _Exported:
-        """Weights with the input scale folded in, plus architecture-specific tensors."""
-        s = self.input_scale
+        """Weights with the input (and output) scale folded in, plus architecture-specific tensors."""
+        s, out = self.input_scale, self.output_scale()
         exported = self.export_extra()
         exported.tensors = {
             "W_enc": self.W_enc * s,
             "b_enc": self.b_enc.clone(),
-            "W_dec": self.W_dec / s,
-            "b_dec": self.b_dec / s,
+            "W_dec": self.W_dec / out,
+            "b_dec": self.b_dec / out,
             **exported.tensors,
         }
         return exported
 
+    @classmethod
+    def file_shapes(cls, cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Tensor keys and shapes a saved folder of this architecture holds, from its cfg.json (read before the
+        weights; `sae.file_format` refuses a folder that disagrees)."""
+        d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+        shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+        return shapes | {name: (d_sae,) for name in cls.traits.extra_tensors}
+
+    def save_metadata(self, sparsity: Float[Tensor, " d_sae"] | None) -> dict[str, Any]:
+        """What `save` adds to the metadata: the scale folded into the weights (and a crosscoder's hook profile)."""
+        return {"input_scale_folded": float(self.input_scale)}
+
+    def extra_files(self) -> dict[str, dict[str, Tensor]]:
+        """Further safetensors files `save` writes into the folder (a crosscoder's hook profile), by name."""
+        return {}
+
     def save(self, path: str | Path, sparsity: Float[Tensor, " d_sae"] | None = None) -> Path:
-        """Write cfg.json + sae_weights.safetensors (+ sparsity.safetensors, log10 firing frequency) atomically."""
+        """Write cfg.json + sae_weights.safetensors (+ sparsity.safetensors, log10 firing frequency, and any
+        `extra_files`) atomically."""
         exported = self.inference_tensors()
         training_cfg = {k: v for k, v in self.cfg.to_dict().items() if k != "metadata"}
         cfg = {
@@ -212,10 +274,10 @@ class SAE(nn.Module, abc.ABC):
                 "sae_lens_version": "6.0.0",
                 **self.cfg.metadata,
                 "visae_training_config": training_cfg,
-                "input_scale_folded": float(self.input_scale),
+                **self.save_metadata(sparsity),
             },
         }
-        return write_sae_folder(path, cfg, exported.tensors, sparsity)
+        return write_sae_folder(path, cfg, exported.tensors, sparsity, self.extra_files())
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SAE:
@@ -240,6 +302,14 @@ class SAE(nn.Module, abc.ABC):
         return cls.load(download_sae(release_or_repo_id, sae_id, **kwargs))
 
 
+def unit_scale(x: Float[Tensor, "batch d"], mean_norm: float | None) -> float:
+    """The scalar that brings E||x|| to sqrt(d): from `mean_norm` (E||x|| over the store) or the sample x."""
+    norm = float(mean_norm) if mean_norm is not None else float(x.norm(dim=-1).mean())
+    if not norm > 0:
+        raise ValueError(f"cannot normalise inputs with mean norm {norm}; the activation sample is all zeros")
+    return math.sqrt(x.shape[-1]) / norm
+
+
 def sae_config_from_file(cfg_dict: dict[str, Any]) -> SAEConfig:
     """SAEConfig of a loaded file: shape keys from cfg.json, training parameters from visae's metadata if present."""
     metadata = dict(cfg_dict.get("metadata") or {})
@@ -256,6 +326,10 @@ def sae_config_from_file(cfg_dict: dict[str, Any]) -> SAEConfig:
     )
     if "k" in cfg_dict:
         training["k"] = int(cfg_dict["k"])
+    if "d_out" in cfg_dict:
+        training["d_out"] = int(cfg_dict["d_out"])
+    if "hook_dims" in cfg_dict:
+        training["hook_dims"] = [int(d) for d in cfg_dict["hook_dims"]]
     return SAEConfig(**training)
 
 

@@ -57,7 +57,7 @@ def smallest_positive(values: Float[Tensor, " nnz"]) -> Float[Tensor, ""]:
 
 class BatchTopKSAE(SAE):
     architecture = "batchtopk"
-    traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
+    traits = ArchitectureTraits(sparsity="k", base_lr=8e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
                                 needs_calibration=True, saved_as="jumprelu", extra_tensors=("threshold",))
     threshold: Float[Tensor, ""]  # a buffer (registered in __init__)
 
@@ -89,36 +89,37 @@ class BatchTopKSAE(SAE):
         batch-level TopK keeps. The running EMA lags behind weights that were still moving at the end of
         training, which put the inference L0 of short runs off k (by 10% after 300 steps at a high LR)."""
         smallest = []
-        for x in batches:
-            pre = self.pre_acts(x)
+        for batch in batches:
+            pre = self.pre_acts(self.split_batch(batch)[0])
             smallest.append(smallest_positive(BatchCode.select(pre, self.cfg.k).gather(pre)))
         finite = [v for v in smallest if torch.isfinite(v)]
         if finite:
             self.threshold.copy_(torch.stack(finite).mean())
 
-    def reconstruction_parts(self, target: Float[Tensor, "batch d_in"], code: BatchCode,
-                             values: Float[Tensor, " nnz"]) -> tuple[dict[str, Float[Tensor, ""]],
-                                                                     Float[Tensor, "batch d_in"]]:
+    def reconstruction_parts(self, target: Float[Tensor, "batch d_out"], code: BatchCode,
+                             values: Float[Tensor, " nnz"], latent_free: Float[Tensor, "*batch d_out"]) -> tuple[
+                                 dict[str, Float[Tensor, ""]], Float[Tensor, "batch d_out"]]:
         """The reconstruction loss parts and the (full) reconstruction, in the scaled units, from the code's
-        values (after the ReLU)."""
-        recon = decode_code(values, code, self.W_dec) + self.b_dec
+        values (after the ReLU) and the part of the reconstruction not made by latents (`SAE.latent_free`)."""
+        recon = decode_code(values, code, self.W_dec) + latent_free
         return {"fvu": fraction_unexplained(target, recon)}, recon
 
-    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
-        target, pre, select = detached_pre_acts(self, x)
-        code = BatchCode.select(pre, self.cfg.k)
-        values = select(code).relu()
+    def training_losses(self, x: Float[Tensor, "batch d_batch"], state: TrainState) -> LossOutput:
+        step = detached_pre_acts(self, x)
+        code = BatchCode.select(step.pre, self.cfg.k)
+        values = step.select(code).relu()
         if self.training:
             self.update_threshold(values)
-        parts, recon = self.reconstruction_parts(target, code, values)
+        parts, recon = self.reconstruction_parts(step.target, code, values, self.latent_free(step.scaled_in))
         if state.dead_mask is not None:
             # The kept values are already gathered: the scratch pre-activations can be masked in place.
-            dead_pre = mask_live(pre, state.dead_mask, in_place=True)
-            parts["auxk"] = auxk_loss(self, dead_pre, target - recon, state.dead_mask, select, state.dead_count)
+            dead_pre = mask_live(step.pre, state.dead_mask, in_place=True)
+            parts["auxk"] = auxk_loss(self, dead_pre, step.target - recon, state.dead_mask, step.select,
+                                      state.dead_count)
         return LossOutput(
             total=sum_parts(parts),
             parts=parts,
-            x_hat=recon / self.input_scale,
+            x_hat=recon / self.output_scale(),
             fired=code.fired(values),
-            l0=(values > 0).sum().to(pre.dtype) / code.batch,
+            l0=(values > 0).sum().to(step.pre.dtype) / code.batch,
         )

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from visae.core.atomic import atomic_folder
-from visae.sae.registry import architecture_names, architecture_traits
+from visae.sae.registry import architecture_class, architecture_names, architecture_traits
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -30,28 +30,31 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 
 
 def expected_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Tensor keys and shapes a folder with this cfg.json must hold."""
-    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
-    shapes.update((name, (d_sae,)) for name in architecture_traits(cfg["architecture"]).extra_tensors)
-    return shapes
+    """Tensor keys and shapes a folder with this cfg.json must hold (each architecture's `file_shapes`)."""
+    return architecture_class(cfg["architecture"]).file_shapes(cfg)
 
 
 def write_sae_folder(
     path: str | Path, cfg: dict[str, Any], tensors: dict[str, torch.Tensor],
-    sparsity: Float[Tensor, " d_sae"] | None = None,
+    sparsity: Float[Tensor, " d_sae"] | None = None, extra_files: dict[str, dict[str, Tensor]] | None = None,
 ) -> Path:
-    """Write cfg.json + weights (+ sparsity) to `path`, replacing any previous folder atomically."""
+    """Write cfg.json + weights (+ sparsity, + `extra_files`: further safetensors files by name) to `path`,
+    replacing any previous folder atomically."""
     path = Path(path)
     check_tensors(cfg, tensors, source=str(path))
     dtype = _torch_dtype(cfg.get("dtype", "float32"), source=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(path) as tmp:
-        save_file({k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}, tmp / WEIGHTS_FILE)
+        # serialised in memory, then written by Python, so a full disk is an OSError (ENOSPC) like any other write
+        weights = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+        (tmp / WEIGHTS_FILE).write_bytes(save(weights))
         if sparsity is not None:
             if tuple(sparsity.shape) != (int(cfg["d_sae"]),):
                 raise ValueError(f"sparsity must have shape [d_sae={cfg['d_sae']}], got {list(sparsity.shape)}")
-            save_file({"sparsity": sparsity.detach().to("cpu", torch.float32).contiguous()}, tmp / SPARSITY_FILE)
+            firing = sparsity.detach().to("cpu", torch.float32).contiguous()
+            (tmp / SPARSITY_FILE).write_bytes(save({"sparsity": firing}))
+        for name, contents in (extra_files or {}).items():
+            (tmp / name).write_bytes(save({k: v.detach().cpu().contiguous() for k, v in contents.items()}))
         (tmp / CFG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True))
     return path
 
@@ -148,10 +151,9 @@ def check_tensors(cfg: dict[str, Any], tensors: dict[str, torch.Tensor], source:
         raise ValueError(f"{source} lacks tensor(s) {', '.join(missing)} needed by a {cfg['architecture']} SAE")
     for key, shape in shapes.items():
         if tuple(tensors[key].shape) != shape:
-            raise ValueError(
-                f"{source}: {key} has shape {list(tensors[key].shape)} but cfg.json (d_in={cfg['d_in']}, "
-                f"d_sae={cfg['d_sae']}) needs {list(shape)}"
-            )
+            dims = ", ".join(f"{name}={cfg[name]}" for name in ("d_in", "d_out", "hook_dims", "d_sae") if name in cfg)
+            raise ValueError(f"{source}: {key} has shape {list(tensors[key].shape)} but cfg.json ({dims}) needs "
+                             f"{list(shape)}")
     for key, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             if key == "threshold" and not bool(torch.isnan(tensor).any()):

@@ -12,12 +12,20 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub import constants as hf_constants
-from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    HTTPError,  # pyright: ignore[reportPrivateImportUsage]  (the HTTP client's base error, which the Hub client raises)
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 from visae.core.file_hash import file_sha256
 from visae.sae.converters import convert_prisma, convert_saev
@@ -30,6 +38,28 @@ from visae.sae.registry import architecture_traits
 MANIFEST_FILE = "visae_manifest.json"
 MANIFEST_FORMAT = "visae-hub-manifest/1"
 SAE_FILES = (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE)
+
+
+@contextmanager
+def reaching_the_hub(what: str) -> Iterator[None]:
+    """A Hub that cannot be reached, or that answers with an error status, as one line naming the endpoint
+    and the next step (ConnectionError: an OSError, which the `visae` command prints on one line)."""
+    try:
+        yield
+    except LocalEntryNotFoundError:
+        raise ConnectionError(f"cannot {what}: the Hub at {hf_constants.ENDPOINT} cannot be reached and the file is "
+                              "not in the local cache; check the network (or HF_ENDPOINT) and rerun, or set "
+                              "HF_HUB_OFFLINE=1 to use cached files only") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+        raise  # the Hub answered: its callers say what is missing
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else "an error"
+        raise ConnectionError(f"cannot {what}: the Hub at {hf_constants.ENDPOINT} answered {status} "
+                              f"({str(err).splitlines()[0]}); check the token's rights and the repo id, then "
+                              "rerun") from None
+    except HTTPError as err:  # the HTTP client's transport errors: refused, timed out, reset
+        raise ConnectionError(f"cannot {what}: the Hub at {hf_constants.ENDPOINT} cannot be reached ({err}); "
+                              "check the network (or HF_ENDPOINT) and rerun") from None
 
 
 # ---- publishing ---------------------------------------------------------------------------------
@@ -104,9 +134,9 @@ def publish(
     if len(set(ids)) != len(ids):
         raise ValueError(f"two folders map to the same SAE id ({ids}); pass explicit ids")
     api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True, private=private)
-    manifest = _existing_manifest(api, repo_id, token)
-    with tempfile.TemporaryDirectory(prefix="visae-publish-") as staging:
+    with reaching_the_hub(f"publish to {repo_id}"), tempfile.TemporaryDirectory(prefix="visae-publish-") as staging:
+        api.create_repo(repo_id, exist_ok=True, private=private)
+        manifest = _existing_manifest(api, repo_id, token)
         staging = Path(staging)
         for folder, sae_id in zip(dirs, ids):
             manifest["saes"][sae_id] = manifest_entry(folder, sae_id)
@@ -128,7 +158,8 @@ def publish(
 def _hub_file(repo_id: str, filename: str, revision: str | None, token: str | None) -> Path:
     """One file through the Hub cache, with errors that say what is wrong."""
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, token=token))
+        with reaching_the_hub(f"download {filename} of {repo_id}"):
+            return Path(hf_hub_download(repo_id, filename, revision=revision, token=token))
     except RepositoryNotFoundError as err:
         raise FileNotFoundError(
             f"Hub repo {repo_id} not found (404), or it is private and no valid token was given"
@@ -231,8 +262,9 @@ def download_foreign(ref: PretrainedSAE, revision: str | None = None, token: str
 def download_sae(release_or_repo_id: str, sae_id: str, revision: str | None = None, token: str | None = None) -> Path:
     """Local folder (visae format) of one SAE of a registry release or an `org/name` visae repo."""
     ref = resolve(release_or_repo_id, sae_id)
-    if ref.format == "visae":
-        return download_visae(ref, revision, token)
-    return download_foreign(ref, revision, token)
+    with reaching_the_hub(f"download {sae_id} of {release_or_repo_id}"):
+        if ref.format == "visae":
+            return download_visae(ref, revision, token)
+        return download_foreign(ref, revision, token)
 
 

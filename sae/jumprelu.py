@@ -98,23 +98,25 @@ class JumpReLUSAE(SAE):
         super().load_inference_tensors(tensors)
         self.log_threshold.copy_(tensors["threshold"].clamp_min(0).log())
 
-    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
-        target = self.scale_input(x)
-        pre = self.pre_acts(x)
+    def training_losses(self, x: Float[Tensor, "batch d_batch"], state: TrainState) -> LossOutput:
+        x_in, x_target = self.split_batch(x)
+        scaled_in = self.scale_input(x_in)
+        target = self.scale_target(x_target)
+        pre = self.pre_acts(x_in)
         bandwidth = self.cfg.jumprelu_bandwidth * self.unit_scale()
         threshold = self.threshold
         z = JumpReLUFunction.apply(pre, threshold, bandwidth)
-        recon = self.decode_scaled(z)
+        recon = z.to(self.W_dec.dtype) @ self.W_dec + self.latent_free(scaled_in)
         l0 = StepFunction.apply(pre, threshold, bandwidth).sum(-1).mean()
         parts = {
-            "mse": squared_error(target, recon) / self.cfg.d_in,
+            "mse": squared_error(target, recon) / target.shape[-1],
             "l0": state.sparsity_scale * self.cfg.l0_coeff * l0,
         }
         active = z != 0
         return LossOutput(
             total=sum_parts(parts),
             parts=parts,
-            x_hat=recon / self.input_scale,
+            x_hat=recon / self.output_scale(),
             fired=active.any(0),
             l0=l0.detach(),
         )

@@ -40,15 +40,15 @@ def prefix_groups(code: SparseCode, widths: list[int]) -> SparseCode:
 
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     architecture = "matryoshka_batchtopk"
-    traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
+    traits = ArchitectureTraits(sparsity="k", base_lr=8e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
                                 needs_calibration=True, saved_as="jumprelu", extra_tensors=("threshold",))
 
-    def reconstruction_parts(self, target: Float[Tensor, "batch d_in"], code: BatchCode,
-                             values: Float[Tensor, " nnz"]) -> tuple[dict[str, Float[Tensor, ""]],
-                                                                     Float[Tensor, "batch d_in"]]:
+    def reconstruction_parts(self, target: Float[Tensor, "batch d_out"], code: BatchCode,
+                             values: Float[Tensor, " nnz"], latent_free: Float[Tensor, "*batch d_out"]) -> tuple[
+                                 dict[str, Float[Tensor, ""]], Float[Tensor, "batch d_out"]]:
         widths = self.cfg.prefix_widths()
         groups = decode_code(values, prefix_groups(code, widths), self.W_dec).view(code.n_rows, len(widths), -1)
         target = target.detach()
-        squared, error = prefix_errors(self.b_dec - target, groups)
+        squared, error = prefix_errors(latent_free - target, groups)
         fvus = squared / (target - target.mean(0)).pow(2).sum().clamp_min(1e-12)
         return {f"fvu_{width}": fvu for width, fvu in zip(widths, fvus.unbind(), strict=True)}, error + target

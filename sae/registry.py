@@ -25,6 +25,9 @@ class ArchitectureTraits:
     needs_calibration: bool = False  # `calibrate` fits inference statistics after training (BatchTopK's threshold)
     saved_as: str | None = None  # the architecture named in a saved cfg.json; None = its own name
     extra_tensors: tuple[str, ...] = ()  # saved [d_sae] tensors besides W_enc, b_enc, W_dec and b_dec
+    # What it reads: "sae" (one hook, reconstructed), "transcoder" (one hook, predicting another: `d_out`) or
+    # "crosscoder" (several hooks at once, each reconstructed: `hook_dims`).
+    kind: str = "sae"
 
     @property
     def uses_k(self) -> bool:

@@ -34,10 +34,11 @@ class StandardSAE(SAE):
     def activate(self, pre: Float[Tensor, "*batch d_sae"]) -> Float[Tensor, "*batch d_sae"]:
         return pre.relu()
 
-    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
-        target = self.scale_input(x)
-        z = self.encode(x)
-        recon = self.decode_scaled(z)
+    def training_losses(self, x: Float[Tensor, "batch d_batch"], state: TrainState) -> LossOutput:
+        x_in, x_target = self.split_batch(x)
+        target = self.scale_target(x_target)
+        z = self.encode(x_in)
+        recon = z.to(self.W_dec.dtype) @ self.W_dec + self.latent_free(self.scale_input(x_in))
         weighted = z * self.W_dec.norm(dim=1)
         parts = {
             "mse": squared_error(target, recon),
@@ -47,7 +48,7 @@ class StandardSAE(SAE):
         return LossOutput(
             total=sum_parts(parts),
             parts=parts,
-            x_hat=recon / self.input_scale,
+            x_hat=recon / self.output_scale(),
             fired=active.any(0),
             l0=active.sum(-1).to(z.dtype).mean(),
         )

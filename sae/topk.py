@@ -8,7 +8,7 @@ reconstructed from the k_aux largest pre-activations of dead latents.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import Tensor
@@ -55,32 +55,41 @@ def mask_live(pre: Float[Tensor, "*batch d_sae"], dead_mask: Bool[Tensor, " d_sa
     return pre.masked_fill_(live, float("-inf")) if in_place else pre.masked_fill(live, float("-inf"))
 
 
-def detached_pre_acts(sae: SAE, x: Float[Tensor, "batch d_in"]) -> tuple[
-    Float[Tensor, "batch d_in"], Float[Tensor, "batch d_sae"], Callable[[SparseCode], Float[Tensor, " nnz"]]
-]:
-    """(scaled input, pre-activations, select) for a sparse training step of the TopK family.
+class PreActs(NamedTuple):
+    """What a sparse training step of the TopK family starts from (`detached_pre_acts`)."""
+
+    scaled_in: Float[Tensor, "batch d_in"]  # the scaled input (what `latent_free` reads)
+    target: Float[Tensor, "batch d_out"]  # the scaled reconstruction target
+    pre: Float[Tensor, "batch d_sae"]  # pre-activations, without autograd, in reused memory
+    select: Callable[[SparseCode], Float[Tensor, " nnz"]]  # the code's pre-activations, attached to autograd
+
+
+def detached_pre_acts(sae: SAE, batch: Float[Tensor, "batch d_batch"]) -> PreActs:
+    """The start of a sparse training step of the TopK family on a loader batch (`SAE.split_batch`).
 
     The pre-activations are computed without autograd into reused memory (`sae.kernels.scratch`: the next
     step overwrites them); `select(code)` re-attaches the code's pre-activations to the graph, with a
     sparse backward (`sae.kernels.sparse_encode`)."""
-    target = sae.scale_input(x)
+    x, x_target = sae.split_batch(batch)
+    scaled_in = sae.scale_input(x)
+    target = scaled_in if x_target is x else sae.scale_target(x_target)
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
     with torch.no_grad():
-        x_in = target - sae.b_dec if b_dec is not None else target
+        x_in = scaled_in - sae.b_dec if b_dec is not None else scaled_in
         pre = torch.addmm(sae.b_enc, x_in, sae.W_enc,
                           out=scratch((x.shape[0], sae.cfg.d_sae), sae.W_enc.dtype, x.device))
 
     def select(code: SparseCode) -> Float[Tensor, " nnz"]:
         return gather_pre_acts(x_in, sae.W_enc, sae.b_enc, pre, code, b_dec)
 
-    return target, pre, select
+    return PreActs(scaled_in, target, pre, select)
 
 
 class TopKSAE(SAE):
     """Keep the k largest pre-activations per token (then ReLU); unit-norm decoder rows."""
 
     architecture = "topk"
-    traits = ArchitectureTraits(sparsity="k", base_lr=2e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0)
+    traits = ArchitectureTraits(sparsity="k", base_lr=8e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0)
 
     def encode_sparse(self, x: Float[Tensor, "batch d_in"]) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"]]:
         """(values [B, k], indices [B, k]) of the code of raw inputs x [B, d_in]."""
@@ -97,7 +106,7 @@ class TopKSAE(SAE):
     def decode_sparse(self, values: Float[Tensor, "batch k"],
                       indices: Int[Tensor, "batch k"]) -> Float[Tensor, "batch d_in"]:
         """Reconstruction in the input's units from a TopK code, without a dense [B, d_sae] matmul."""
-        return (decode_topk(values, indices, self.W_dec) + self.b_dec) / self.input_scale
+        return (decode_topk(values, indices, self.W_dec) + self.b_dec) / self.output_scale()
 
     def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
         return self.decode_sparse(*self.encode_sparse(x))
@@ -107,20 +116,31 @@ class TopKSAE(SAE):
         exported.cfg = {"k": self.cfg.k, "rescale_acts_by_decoder_norm": False}
         return exported
 
-    def training_losses(self, x: Float[Tensor, "batch d_in"], state: TrainState) -> LossOutput:
-        target, pre, select = detached_pre_acts(self, x)
-        code = SparseCode.from_topk(topk_indices(pre, self.cfg.k), self.cfg.d_sae)
-        values = select(code).relu()
-        recon = decode_code(values, code, self.W_dec) + self.b_dec
-        parts = {"fvu": fraction_unexplained(target, recon)}
+    def reconstruction_loss(self, target: Float[Tensor, "batch d_out"],
+                            recon: Float[Tensor, "batch d_out"]) -> Float[Tensor, ""]:
+        """The `fvu` loss part (a crosscoder averages it over its hooks)."""
+        return fraction_unexplained(target, recon)
+
+    def sparsity_parts(self, values: Float[Tensor, " nnz"], code: SparseCode,
+                       state: TrainState) -> dict[str, Float[Tensor, ""]]:
+        """Loss parts on the code besides TopK's own sparsity (none; a crosscoder's optional penalty)."""
+        return {}
+
+    def training_losses(self, x: Float[Tensor, "batch d_batch"], state: TrainState) -> LossOutput:
+        step = detached_pre_acts(self, x)
+        code = SparseCode.from_topk(topk_indices(step.pre, self.cfg.k), self.cfg.d_sae)
+        values = step.select(code).relu()
+        recon = decode_code(values, code, self.W_dec) + self.latent_free(step.scaled_in)
+        parts = {"fvu": self.reconstruction_loss(step.target, recon), **self.sparsity_parts(values, code, state)}
         if state.dead_mask is not None:
             # The kept values are already gathered: the scratch pre-activations can be masked in place.
-            dead_pre = mask_live(pre, state.dead_mask, in_place=True)
-            parts["auxk"] = auxk_loss(self, dead_pre, target - recon, state.dead_mask, select, state.dead_count)
+            dead_pre = mask_live(step.pre, state.dead_mask, in_place=True)
+            parts["auxk"] = auxk_loss(self, dead_pre, step.target - recon, state.dead_mask, step.select,
+                                      state.dead_count)
         return LossOutput(
             total=sum_parts(parts),
             parts=parts,
-            x_hat=recon / self.input_scale,
+            x_hat=recon / self.output_scale(),
             fired=code.fired(values),
-            l0=(values > 0).sum().to(pre.dtype) / x.shape[0],
+            l0=(values > 0).sum().to(step.pre.dtype) / x.shape[0],
         )

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, File, Query, UploadFile
+from fastapi import FastAPI, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -19,6 +19,7 @@ from visae.service.catalog import DICTIONARY_ID, Catalog, Dictionary
 from visae.service.encode import encode_image, encoding_json
 from visae.service.errors import ApiError, install_error_handlers
 from visae.service.heatmap import overlay, png_bytes
+from visae.service.intervene import intervention_json
 from visae.service.limits import BodySizeLimit
 from visae.service.uploads import UploadLimits, decode_upload
 
@@ -28,6 +29,10 @@ FeatureId = Annotated[int, PathParam(ge=0, description="latent index, 0..d_sae-1
 ImageId = Annotated[int, PathParam(ge=0, description="store image index with a thumbnail")]
 PNG_CACHE = {"Cache-Control": "public, max-age=3600"}
 SORT_HELP = "any numeric column, e.g. rank, score, freq (default: rank; feature when not evaluated)"
+ABLATE_HELP = "latents to switch off (repeat the field for several)"
+BOOST_HELP = "latents to clamp to SCALE × their typical maximum on every token (repeat for several)"
+SCALE_HELP = "boost: multiple of each boosted latent's typical maximum (median activation on its top images)"
+HOOK_HELP = "the hook to intervene at (default: the dictionary's; any other is refused)"
 
 
 def create_app(catalog: Catalog, limits: UploadLimits = UploadLimits()) -> FastAPI:
@@ -168,6 +173,32 @@ def _add_api(app: FastAPI, catalog: Catalog, find, find_feature, limits: UploadL
         picture = _thumb_image(dictionary, image, limits)
         source = {"kind": "store", "image": image, "width": picture.width, "height": picture.height}
         return encoding_json(dictionary, encode_image(dictionary, picture), source)
+
+    @app.post("/api/dictionaries/{dictionary_id}/intervene", tags=["intervene"],
+              summary="An uploaded image's predictions with features switched off or boosted in the forward pass")
+    def intervene_upload(dictionary_id: DictId,
+                         file: Annotated[UploadFile, File(description="PNG, JPEG, WebP, GIF or BMP")],
+                         ablate: Annotated[list[int], Form(description=ABLATE_HELP)] = [],
+                         boost: Annotated[list[int], Form(description=BOOST_HELP)] = [],
+                         scale: Annotated[float, Form(ge=0, le=100, description=SCALE_HELP)] = 4.0,
+                         hook: Annotated[str | None, Form(max_length=64, description=HOOK_HELP)] = None) -> dict:
+        dictionary = find(dictionary_id)
+        image = decode_upload(file.file.read(limits.max_bytes + 1), file.content_type, limits)
+        source = {"kind": "upload", "filename": (file.filename or "")[:200], "width": image.width,
+                  "height": image.height}
+        return intervention_json(dictionary, image, ablate, boost, scale, hook, source)
+
+    @app.get("/api/dictionaries/{dictionary_id}/images/{image}/intervene", tags=["intervene"],
+             summary="A store image's predictions with features switched off or boosted in the forward pass")
+    def intervene_store_image(dictionary_id: DictId, image: ImageId,
+                              ablate: Annotated[list[int], Query(description=ABLATE_HELP)] = [],
+                              boost: Annotated[list[int], Query(description=BOOST_HELP)] = [],
+                              scale: Annotated[float, Query(ge=0, le=100, description=SCALE_HELP)] = 4.0,
+                              hook: Annotated[str | None, Query(max_length=64, description=HOOK_HELP)] = None) -> dict:
+        dictionary = find(dictionary_id)
+        picture = _thumb_image(dictionary, image, limits)
+        source = {"kind": "store", "image": image, "width": picture.width, "height": picture.height}
+        return intervention_json(dictionary, picture, ablate, boost, scale, hook, source)
 
 
 def _thumb_bytes(dictionary: Dictionary, image: int) -> bytes:

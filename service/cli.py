@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import importlib
 import json
 import pkgutil
@@ -81,6 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     except ERRORS as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"{prog}: error: {os_error_message(err)}", file=sys.stderr)
+        return 2
+
+
+def os_error_message(err: OSError) -> str:
+    """One line for a failed read or write, with the next step: the writes are atomic and the long commands
+    resume, so after a full disk nothing complete was lost and rerunning the same command continues."""
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the disk{' writing' + where if where else ''}; nothing complete was "
+                "overwritten: free some space (or choose another output folder), then rerun the same command, "
+                "which resumes harvests and training runs from their last complete step")
+    if err.errno in (errno.ENOTDIR, errno.EISDIR):
+        return f"{err.strerror}:{where}; a file stands where a folder is needed (or the reverse): choose another path"
+    if err.errno in (errno.EROFS, errno.EACCES):
+        return f"cannot write{where} ({err.strerror}); choose a writable path"
+    return f"{err.strerror or err}{':' + where if where else ''}"
 
 
 def run_command(argv: list[str]) -> int | None:

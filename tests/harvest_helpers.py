@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
+import zarr
 from safetensors.torch import save_file
 
 from visae.activation_store.models import load_model
@@ -47,3 +50,28 @@ def assert_same_stores(a: ActivationStore, b: ActivationStore) -> None:
     for name in a.factors:
         np.testing.assert_array_equal(a.factors[name], b.factors[name])
     np.testing.assert_array_equal(a.done_mask(), b.done_mask())
+
+
+def chunks_done(path: str) -> int:
+    """How many chunks a (maybe half-created) local store marks done; 0 before it exists."""
+    try:
+        group = zarr.open_group(path, mode="r")
+        if not group.attrs.get("initialized"):
+            return 0
+        done = group["done"]
+        assert isinstance(done, zarr.Array)
+        return int(np.asarray(done[:]).sum())
+    except (FileNotFoundError, KeyError, ValueError):  # not created yet, or metadata being written
+        return 0
+
+
+def start_and_kill(args: list[str], when) -> None:
+    """Start a harvest and SIGKILL it as soon as `when()` holds."""
+    proc = subprocess.Popen([sys.executable, "-m", "visae", *args], env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not when() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the harvest ended before it could be killed"

@@ -10,24 +10,18 @@ from visae.training.schedule import warmup_decay
 from visae.training.trainer import SAETrainer
 
 
-def sae_config(cfg: TrainConfig, d_in: int, metadata: dict) -> SAEConfig:
-    """The SAEConfig of a resolved TrainConfig: architecture, width, k, sparsity coefficient, extras."""
-    params = dict(cfg.sae_params)
+def sae_config(cfg: TrainConfig, shape: dict, metadata: dict) -> SAEConfig:
+    """The SAEConfig of a resolved TrainConfig: architecture, width, k, sparsity coefficient, extras. `shape` holds
+    `d_in` and, for transcoders and crosscoders, the fields their hooks fix (`training.hook_set.HookSet.shape`)."""
+    params = {**cfg.sae_params, **shape}
     traits = architecture_traits(cfg.architecture)
     if cfg.sparsity_coefficient is not None and not traits.uses_k:
         params[traits.sparsity] = cfg.sparsity_coefficient
     try:
-        return SAEConfig(architecture=cfg.architecture, d_in=d_in, d_sae=width(cfg, d_in), k=cfg.k,
+        return SAEConfig(architecture=cfg.architecture, d_sae=width(cfg, shape["d_in"]), k=cfg.k,
                          normalize_activations="expected_average_only_in", metadata=metadata, **params)
     except TypeError as err:
         raise ValueError(f"bad sae_params {sorted(cfg.sae_params)}: {err}; see sae.SAEConfig for the fields") from err
-
-
-def store_metadata(store, cfg: TrainConfig) -> dict:
-    return {"model_name": store.model_spec, "hook_name": cfg.hook, "token_kind": cfg.tokens, "store": str(cfg.store),
-            "store_fingerprint": store.fingerprint,
-            "model_weights_sha256": store.attrs["model"].get("weights_sha256"),
-            "model_state_sha256": store.attrs["model"].get("state_sha256")}
 
 
 def build_trainer(sae, cfg: TrainConfig, total_steps: int, data_parallel: bool) -> SAETrainer:

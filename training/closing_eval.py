@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
 from visae.core.reconstruction import ReconstructionStats
 from visae.training.config import TrainConfig
 from visae.training.data import BatchStream, loader_device
+from visae.training.hook_set import HookSet
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -38,18 +38,20 @@ def training_metadata(cfg: TrainConfig, total_steps: int, summary: dict) -> dict
 
 
 @torch.no_grad()
-def evaluate_summary(sae, cfg: TrainConfig, store, device: torch.device,
+def evaluate_summary(sae, cfg: TrainConfig, hooks: HookSet, device: torch.device,
                      seed: int) -> tuple[dict, Float[Tensor, " d_sae"]]:
     """FVU, L0 and dead fraction (docs/metrics.md) on `cfg.eval_tokens` tokens drawn with another seed.
 
     The tokens come from the same store (not a held-out split); with a budget under one epoch many are
-    unseen. Under torchrun every rank streams its share and the sums are all-reduced.
+    unseen. Under torchrun every rank streams its share and the sums are all-reduced. The FVU is that of the
+    reconstructed hooks: a transcoder's output hook; a crosscoder's hooks together, and each one's under
+    `per_hook` (see `run_summary`).
     """
-    return evaluate_many([sae], cfg, store, device, seed)[0]
+    return evaluate_many([sae], cfg, hooks, device, seed)[0]
 
 
 @torch.no_grad()
-def evaluate_many(saes: list, cfg: TrainConfig, store, device: torch.device, seed: int,
+def evaluate_many(saes: list, cfg: TrainConfig, hooks: HookSet, device: torch.device, seed: int,
                   gather: bool = False) -> list[tuple[dict, Float[Tensor, " d_sae"]]]:
     """`evaluate_summary` for several SAEs on one pass over the evaluation tokens.
 
@@ -59,10 +61,8 @@ def evaluate_many(saes: list, cfg: TrainConfig, store, device: torch.device, see
     world = distributed.world_size()
     batch = min(cfg.batch_size, cfg.eval_tokens)
     shares = [distributed.share(batch, world, r) for r in range(world)]
-    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[distributed.rank()], seed=seed,
-                              device=loader_device(device))
-    stream = BatchStream(loader, device)
-    all_stats = [ReconstructionStats(store.d(cfg.hook), sae.cfg.d_sae, device) for sae in saes]
+    stream = BatchStream(hooks.loader(cfg, shares[distributed.rank()], seed, loader_device(device)), device)
+    all_stats = [HookStats(sae, device) for sae in saes]
     for sae in saes:
         sae.eval()
     for _ in range(max(1, math.ceil(cfg.eval_tokens / batch))):
@@ -70,20 +70,46 @@ def evaluate_many(saes: list, cfg: TrainConfig, store, device: torch.device, see
         if gather:
             x = distributed.all_gather_rows(x, shares)
         for sae, stats in zip(saes, all_stats):
+            x_in, target = sae.split_batch(x)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16"):
-                z = sae.encode(x)
-                x_hat = sae.decode(z)
-            stats.update(x, x_hat, z)
+                x_hat, z = sae.forward_with_latents(x_in)
+            stats.update(target, x_hat, z)
     stream.close()
     out = []
     for stats in all_stats:
         if not gather:
             stats.all_reduce()
-        out.append((run_summary(stats), stats.freq()))
+        out.append((run_summary(stats, hooks.hooks), stats.total.freq()))
     return out
 
 
-def run_summary(stats: ReconstructionStats) -> dict:
-    """The figures a run records (metadata, sweep results, logs) of its closing evaluation."""
-    result = stats.result()
-    return {**{name: result[name] for name in SUMMARY_FIGURES}, "n_eval_tokens": stats.n}
+class HookStats:
+    """The accumulator of a dictionary's reconstructions over all its hooks together (`total`), plus one per hook
+    when it reconstructs several (a crosscoder: `SAE.hook_slices`)."""
+
+    def __init__(self, sae, device: torch.device):
+        self.slices = sae.hook_slices()
+        self.total = ReconstructionStats(self.slices[-1].stop, sae.cfg.d_sae, device)
+        self.per_hook = [ReconstructionStats(s.stop - s.start, 0, device) for s in self.slices] if len(
+            self.slices) > 1 else []
+
+    def update(self, target: Float[Tensor, "batch d"], x_hat: Float[Tensor, "batch d"],
+               z: Float[Tensor, "batch d_sae"]) -> None:
+        self.total.update(target, x_hat, z)
+        for where, stats in zip(self.slices, self.per_hook):
+            stats.update(target[:, where], x_hat[:, where])
+
+    def all_reduce(self) -> None:
+        for stats in (self.total, *self.per_hook):
+            stats.all_reduce()
+
+
+def run_summary(stats: HookStats, hooks: tuple[str, ...] = ()) -> dict:
+    """The figures a run records (metadata, sweep results, logs) of its closing evaluation; a crosscoder's also
+    each hook's FVU and MSE under `per_hook` (its hooks in order)."""
+    result = stats.total.result()
+    summary = {**{name: result[name] for name in SUMMARY_FIGURES}, "n_eval_tokens": stats.total.n}
+    if stats.per_hook:
+        summary["per_hook"] = {hook: {name: one.result()[name] for name in ("fvu", "mse")}
+                               for hook, one in zip(hooks, stats.per_hook)}
+    return summary

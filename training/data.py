@@ -21,6 +21,14 @@ def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:
     """The store at `path` and `hook` in its canonical spelling (negative block indices resolved), after the
     store's cheap verification (`activation_store.verify.check_store`)."""
     store = ActivationStore.open(path)
+    hook = store_hook(store, hook)
+    if not store.complete:
+        raise ValueError(f"the store at {path} is not complete; finish it by rerunning its harvest")
+    return check_store(store), hook
+
+
+def store_hook(store: ActivationStore, hook: str) -> str:
+    """`hook` in its canonical spelling in `store`, refused (naming the hooks it holds) if the store lacks it."""
     n_blocks = store.attrs["model"].get("n_blocks")
     if n_blocks and hook != "embed":
         try:
@@ -28,19 +36,23 @@ def open_store(path: str, hook: str) -> tuple[ActivationStore, str]:
         except ValueError:
             pass  # reported below with the hooks the store holds
     if hook not in store.hooks:
-        raise ValueError(f"the store at {path} has no hook {hook!r}; it holds {', '.join(store.hooks)} "
+        raise ValueError(f"the store at {store.path} has no hook {hook!r}; it holds {', '.join(store.hooks)} "
                          "(choose one of those, or harvest that hook)")
-    if not store.complete:
-        raise ValueError(f"the store at {path} is not complete; finish it by rerunning its harvest")
-    return check_store(store), hook
+    return hook
 
 
 def mean_norm(loader: ActivationLoader) -> float:
     """E‖x‖ over the store (cached in it); the SAE scales its inputs by √d / E‖x‖ (docs/training-recipe.md)."""
-    norm = loader.stats()["mean_norm"]
-    if not norm > 0:
-        raise ValueError(f"the activations of {loader.hook} in {loader.store.path} are all zero; nothing to learn")
-    return norm
+    return mean_norms(loader)[0]
+
+
+def mean_norms(loader: ActivationLoader) -> list[float]:
+    """`mean_norm` of each hook the loader reads, in order."""
+    norms = [stats["mean_norm"] for stats in loader.hook_stats()]
+    for norm, column in zip(norms, loader.columns):
+        if not norm > 0:
+            raise ValueError(f"the activations of {column.hook} in {column.store.path} are all zero; nothing to learn")
+    return norms
 
 
 def loader_device(device: torch.device) -> torch.device | None:

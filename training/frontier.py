@@ -24,13 +24,17 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def plot_frontier(rows: list[dict], path: str | os.PathLike) -> Path:
-    """Scatter of every SAE (L0 on a log axis, FVU) per architecture, its Pareto front drawn as a line."""
+    """Scatter of every SAE (L0 on a log axis, FVU) per architecture, its Pareto front drawn as a line; the best
+    LR of each group (`best_lr`, see `training.sweep_results.mark_best`) is ringed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     for arch in sorted({r["architecture"] for r in rows}):
         mine = [r for r in rows if r["architecture"] == arch]
         points = [(float(r["l0"]), float(r["fvu"])) for r in mine]
         (line,) = ax.plot(*zip(*pareto_front(points)), "-", alpha=0.6)
         ax.scatter(*zip(*points), color=line.get_color(), label=arch, zorder=3)
+        best = [p for r, p in zip(mine, points) if str(r.get("best_lr")) == "True"]
+        if best:
+            ax.scatter(*zip(*best), s=140, facecolors="none", edgecolors=line.get_color(), zorder=4)
         for r, (l0, fvu) in zip(mine, points):
             ax.annotate(r["name"], (l0, fvu), fontsize=6, alpha=0.7, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")

@@ -1,4 +1,5 @@
-"""`train(cfg) -> Path`: one SAE trained on one store and hook, with exact resume and data parallelism.
+"""`train(cfg) -> Path`: one SAE trained on one store and hook, with exact resume and data parallelism. A transcoder
+or a crosscoder trains the same way on several hooks read together (`training.hook_set`).
 
 A run folder RUN_DIR holds `train_config.yaml`, `train_log.jsonl`, `checkpoint.pt` (while running)
 and, when done, the dictionary folder RUN_DIR/sae (SAELens format, written atomically).
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +20,10 @@ from tqdm.auto import tqdm
 
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
-from visae.core.atomic import remove_stale_temporaries
+from visae.core.atomic import check_output_folder, remove_stale_temporaries
 from visae.core.devices import resolve_device
 from visae.sae import create_sae
-from visae.training.build import build_trainer, sae_config, store_metadata
+from visae.training.build import build_trainer, sae_config
 from visae.training.checkpoint import (
     checkpoint_path,
     load_checkpoint,
@@ -31,9 +32,11 @@ from visae.training.checkpoint import (
     set_rng_state,
 )
 from visae.training.closing_eval import calibrate, evaluate_summary, training_metadata
-from visae.training.config import TrainConfig, load_config, resolve_defaults, validate
-from visae.training.data import BatchStream, loader_device, mean_norm, open_store
+from visae.training.config import TrainConfig, load_config, resolve_defaults
+from visae.training.data import BatchStream, loader_device, mean_norms
+from visae.training.hook_set import open_hook_set
 from visae.training.logger import RunLogger
+from visae.training.memory import check_fits
 from visae.training.metrics import log10_freq
 from visae.training.run_dir import (
     SAE_DIR,
@@ -52,28 +55,27 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     With `resume=True` the run continues from RUN_DIR/checkpoint.pt and must have the same config and store.
     """
-    cfg = validate(cfg)
+    check_output_folder(cfg.out_dir, "out_dir")
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
-    store, hook = open_store(cfg.store, cfg.hook)
-    cfg = replace(cfg, hook=hook)
-    d_in = store.d(hook)
-    cfg = resolve_defaults(cfg, d_in)
+    hooks = open_hook_set(cfg)
+    d_in = hooks.d_in
+    cfg = resolve_defaults(hooks.canonical(cfg), d_in)
+    check_fits([cfg], d_in, device)
     run_dir = cfg.run_dir
     if (run_dir / SAE_DIR / "cfg.json").exists():
         if resume:
             return run_dir / SAE_DIR
         raise FileExistsError(f"{run_dir} already holds a finished SAE; choose another out_dir or run_name")
-    checkpoint = _prepare_run_dir(run_dir, cfg, store.fingerprint, resume)
+    checkpoint = _prepare_run_dir(run_dir, cfg, hooks.fingerprint, resume)
 
     world, rank = distributed.world_size(), distributed.rank()
     batch_shares = [distributed.share(cfg.batch_size, world, r) for r in range(world)]
-    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=batch_shares[rank], seed=cfg.seed,
-                              device=loader_device(device))
+    loader = hooks.loader(cfg, batch_shares[rank], cfg.seed, loader_device(device))
     total_steps = cfg.total_tokens // cfg.batch_size
 
     torch.manual_seed(cfg.seed)
-    sae = create_sae(sae_config(cfg, d_in, store_metadata(store, cfg))).to(device)
+    sae = create_sae(sae_config(cfg, hooks.shape(), hooks.metadata(cfg))).to(device)
     trainer = build_trainer(sae, cfg, total_steps, data_parallel=True)
     start = _restore(checkpoint, trainer, loader) if checkpoint else 0
     if checkpoint:
@@ -98,7 +100,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 _log_window(trainer, logger, bar, done, cfg.batch_size, evaluation)
                 stop_if_nonfinite(trainer, done, cfg, run_dir, resumed=bool(checkpoint))
             if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
-                _checkpoint(run_dir, trainer, loader, done, cfg, store.fingerprint, bool(checkpoint))
+                _checkpoint(run_dir, trainer, loader, done, cfg, hooks.fingerprint, bool(checkpoint))
         stop_if_nonfinite(trainer, total_steps, cfg, run_dir, bool(checkpoint))  # nor saved non-finite
     except BaseException:
         stream.close()  # stop the loader's threads now, not whenever the garbage collector finds the stream
@@ -110,7 +112,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     stream.close()
     trainer.sync_buffers()
 
-    summary, freq = evaluate_summary(trainer.sae, cfg, store, device, seed=cfg.seed + 1)
+    summary, freq = evaluate_summary(trainer.sae, cfg, hooks, device, seed=cfg.seed + 1)
     sae.cfg.metadata.update(training_metadata(cfg, total_steps, summary))
     out = run_dir / SAE_DIR
     if distributed.is_main():
@@ -182,7 +184,7 @@ def _init_from_first_batch(sae, stream: BatchStream, loader: ActivationLoader,
                            batch_shares: list[int]) -> Float[Tensor, "batch d_in"]:
     """Set the input scale and b_dec from the first global batch (which is then trained on); ranks start equal."""
     first = next(stream)
-    sae.init_from_data(distributed.all_gather_rows(first, batch_shares), mean_norm=mean_norm(loader))
+    sae.init_from_data(distributed.all_gather_rows(first, batch_shares), mean_norms=mean_norms(loader))
     _broadcast_parameters(sae)
     return first
 

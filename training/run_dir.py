@@ -15,9 +15,9 @@ from visae.training.config import TrainConfig, to_yaml
 
 CONFIG_FILE = "train_config.yaml"
 SAE_DIR = "sae"
-# Config fields a resume may change: they do not touch the weights. The store may move (a copy, or the
-# same store on S3); its fingerprint must stay the same.
-RESUMABLE_CHANGES = ("wandb_mode", "wandb_project", "log_every_steps", "out_dir", "run_name", "store")
+# Config fields a resume may change: they do not touch the weights. The stores may move (a copy, or the
+# same store on S3); their fingerprints must stay the same.
+RESUMABLE_CHANGES = ("wandb_mode", "wandb_project", "log_every_steps", "out_dir", "run_name", "store", "cross_stores")
 
 
 def create_run_dir(run_dir: Path, cfg, *subdirs: str) -> None:
@@ -48,5 +48,5 @@ def check_same_run(checkpoint: dict, cfg: TrainConfig, fingerprint: str) -> None
                          "original config, or start a new run in another out_dir/run_name")
     if checkpoint["store_fingerprint"] != fingerprint:
         raise ValueError(f"cannot resume: the store at {cfg.store} has fingerprint {fingerprint}, but this run "
-                         f"was trained on {checkpoint['store_fingerprint']}; point `store` at the original store "
-                         "or start a new run")
+                         f"was trained on {checkpoint['store_fingerprint']}; point `store` (and `cross_stores`) at the "
+                         "original stores or start a new run")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import torch
 from torch import Tensor
@@ -26,11 +26,12 @@ from tqdm.auto import tqdm
 
 from visae.activation_store.loader import ActivationLoader
 from visae.core import distributed
-from visae.core.atomic import remove_stale_temporaries
+from visae.core.atomic import check_output_folder, remove_stale_temporaries
 from visae.core.config import load_typed_config
 from visae.core.devices import resolve_device
+from visae.core.fields import bounds, check_fields
 from visae.sae import architecture_traits, create_sae
-from visae.training.build import build_trainer, sae_config, store_metadata
+from visae.training.build import build_trainer, sae_config
 from visae.training.checkpoint import (
     RANK_CHECKPOINTS,
     has_rank_checkpoint,
@@ -41,10 +42,12 @@ from visae.training.checkpoint import (
     set_rng_state,
 )
 from visae.training.closing_eval import calibrate, evaluate_many, training_metadata
-from visae.training.config import TrainConfig, resolve_defaults, sparsity_label, validate
+from visae.training.config import TrainConfig, resolve_defaults, sparsity_label
 from visae.training.config import width as n_latents
-from visae.training.data import BatchStream, loader_device, mean_norm, open_store
+from visae.training.data import BatchStream, loader_device, mean_norms
+from visae.training.hook_set import HookSet, open_hook_set
 from visae.training.logger import RunLogger
+from visae.training.memory import check_fits
 from visae.training.metrics import log10_freq
 from visae.training.run_dir import check_same_run, create_run_dir, saved_run_config
 from visae.training.sweep_results import RESULTS_FILE, result_row, write_results
@@ -59,12 +62,24 @@ class SweepGrid:
     """Values to cross. `k` applies to architectures whose sparsity is set by k (the TopK family),
     `sparsity_coefficient` to the others (standard, jumprelu): see `sae.ArchitectureTraits`."""
 
-    architecture: list[str] = field(default_factory=lambda: ["topk"])  # architectures, e.g. topk batchtopk jumprelu
-    k: list[int] = field(default_factory=lambda: [32])  # active latents per token (TopK family), e.g. 16 32 64
-    sparsity_coefficient: list[float | None] = field(default_factory=lambda: [None])  # standard/jumprelu coefficients
-    expansion_factor: list[float] = field(default_factory=lambda: [16.0])  # widths as multiples of d_in, e.g. 8 16 32
-    d_sae: list[int] = field(default_factory=list)  # absolute widths; when given, replaces expansion_factor
-    lr: list[float | None] = field(default_factory=lambda: [None])  # learning rates; None = the recipe LR of each SAE
+    architecture: Annotated[list[str], bounds(non_empty=True)] = field(default_factory=lambda: ["topk"])
+    """architectures, e.g. topk batchtopk jumprelu"""
+    k: Annotated[list[int], bounds(ge=1, non_empty=True)] = field(default_factory=lambda: [32])
+    """active latents per token (TopK family), e.g. 16 32 64"""
+    sparsity_coefficient: Annotated[list[Optional[float]], bounds(ge=0, non_empty=True)] = field(
+        default_factory=lambda: [None])
+    """standard/jumprelu coefficients"""
+    expansion_factor: Annotated[list[float], bounds(gt=0, non_empty=True)] = field(default_factory=lambda: [16.0])
+    """widths as multiples of d_in, e.g. 8 16 32"""
+    d_sae: Annotated[list[int], bounds(ge=1)] = field(default_factory=list)
+    """absolute widths; when given, replaces expansion_factor"""
+    lr: Annotated[list[Optional[float]], bounds(gt=0, non_empty=True)] = field(default_factory=lambda: [None])
+    """learning rates; None = the recipe LR of each SAE"""
+    lr_scale: Annotated[list[float], bounds(gt=0, non_empty=True)] = field(default_factory=lambda: [1.0])
+    """multiples of each SAE's recipe LR, for points whose lr is None, e.g. 0.5 1 2"""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass
@@ -75,7 +90,8 @@ class SweepConfig(TrainConfig):
     # SAEs stepped at once on a rank (threads; torch releases the GIL inside its kernels). On a CPU
     # already running every op on all cores this only helped when other jobs kept cores busy, so the
     # default steps them in turn.
-    member_threads: int = 1  # SAEs stepped at once on a rank, in threads (1: one after the other)
+    member_threads: Annotated[int, bounds(ge=1)] = 1
+    """SAEs stepped at once on a rank, in threads (1: one after the other)"""
 
     @property
     def run_dir(self) -> Path:
@@ -83,9 +99,7 @@ class SweepConfig(TrainConfig):
 
 
 def load_sweep_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> SweepConfig:
-    cfg = load_typed_config(SweepConfig, path, list(overrides))
-    validate(cfg)
-    return cfg
+    return load_typed_config(SweepConfig, path, list(overrides))
 
 
 def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:
@@ -94,21 +108,21 @@ def expand_grid(cfg: SweepConfig) -> list[TrainConfig]:
     g = cfg.grid
     widths = [("d_sae", w) for w in g.d_sae] or [("expansion_factor", e) for e in g.expansion_factor]
     members, seen = [], set()
-    for arch, k, coeff, (width_field, width), lr in itertools.product(
-            g.architecture, g.k, g.sparsity_coefficient, widths, g.lr):
+    for arch, k, coeff, (width_field, width), lr, scale in itertools.product(
+            g.architecture, g.k, g.sparsity_coefficient, widths, g.lr, g.lr_scale):
         topk = architecture_traits(arch).uses_k
         member = replace(base, architecture=arch, k=k if topk else base.k, sparsity_coefficient=None if topk else coeff,
-                         lr=lr, **{width_field: width})
+                         lr=lr, lr_scale=1.0 if lr is not None else scale, **{width_field: width})
         member = replace(member, run_name=member_name(member))
         if member.run_name not in seen:
             seen.add(member.run_name)
-            members.append(validate(member))
+            members.append(member)
     return members
 
 
 def member_name(cfg: TrainConfig) -> str:
     width = f"n{cfg.d_sae}" if cfg.d_sae else f"x{cfg.expansion_factor:g}"
-    lr = f"-lr{cfg.lr:g}" if cfg.lr is not None else ""
+    lr = f"-lr{cfg.lr:g}" if cfg.lr is not None else f"-lrx{cfg.lr_scale:g}" if cfg.lr_scale != 1 else ""
     return f"{cfg.architecture}-{sparsity_label(cfg)}-{width}{lr}"
 
 
@@ -118,29 +132,28 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     Checkpoints every `checkpoint_every_steps` (each rank writes the SAEs it owns); with `resume=True`
     the sweep continues from the last one and ends with the same weights as an uninterrupted sweep.
     """
-    validate(cfg)
+    check_output_folder(cfg.out_dir, "out_dir")
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
-    store, hook = open_store(cfg.store, cfg.hook)
-    cfg = replace(cfg, hook=hook)
-    d_in = store.d(hook)
+    hooks = open_member_hooks(expand_grid(cfg))
+    cfg, d_in = hooks.canonical(cfg), hooks.d_in
     members = [resolve_defaults(m, d_in) for m in expand_grid(cfg)]
+    world, rank = distributed.world_size(), distributed.rank()
+    owners = distributed.assign_balanced([float(n_latents(m, d_in)) for m in members], world)
+    mine = [i for i, owner in enumerate(owners) if owner == rank]
+    check_fits([members[i] for i in mine], d_in, device, at_once=cfg.member_threads)
     sweep_dir = cfg.run_dir
     if (sweep_dir / RESULTS_FILE).exists():
         if resume:
             return sweep_dir
         raise FileExistsError(f"{sweep_dir} already holds a finished sweep; choose another out_dir or run_name")
-    checkpoint = _prepare_sweep_dir(sweep_dir, cfg, store.fingerprint, resume)
+    checkpoint = _prepare_sweep_dir(sweep_dir, cfg, hooks.fingerprint, resume)
 
-    world, rank = distributed.world_size(), distributed.rank()
-    owners = distributed.assign_balanced([float(n_latents(m, d_in)) for m in members], world)
-    mine = [i for i, owner in enumerate(owners) if owner == rank]
     shares = [distributed.share(cfg.batch_size, world, r) for r in range(world)]
-    loader = ActivationLoader(store, cfg.hook, tokens=cfg.tokens, batch_size=shares[rank], seed=cfg.seed,
-                              device=loader_device(device))
-    norm = mean_norm(loader)
+    loader = hooks.loader(cfg, shares[rank], cfg.seed, loader_device(device))
+    norms = mean_norms(loader)
     total_steps = cfg.total_tokens // cfg.batch_size
-    trainers = {i: _member_trainer(members[i], d_in, store, total_steps, device) for i in mine}
+    trainers = {i: _member_trainer(members[i], hooks, total_steps, device) for i in mine}
     if checkpoint:
         start, x = _restore(checkpoint, members, trainers, loader), None
         stream = BatchStream(loader, device)
@@ -148,7 +161,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
         stream = BatchStream(loader, device)
         start, x = 0, distributed.all_gather_rows(next(stream), shares)
         for trainer in trainers.values():
-            trainer.sae.init_from_data(x, mean_norm=norm)
+            trainer.sae.init_from_data(x, mean_norms=norms)
 
     logger = RunLogger(sweep_dir, asdict(cfg), cfg.wandb_mode, cfg.wandb_project, sweep_dir.name,
                        resume_step=start if checkpoint else None, enabled=distributed.is_main())
@@ -169,7 +182,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
         if done % cfg.checkpoint_every_steps == 0 and done < total_steps:
             _stop_if_nonfinite(sweep_dir, done, members, trainers, bool(checkpoint))  # never a non-finite checkpoint
             save_rank_checkpoint(sweep_dir, done, {
-                "step": done, "config": asdict(cfg), "store_fingerprint": store.fingerprint, "rng": rng_state(),
+                "step": done, "config": asdict(cfg), "store_fingerprint": hooks.fingerprint, "rng": rng_state(),
                 "loader": loader.state_dict(),
                 "members": {members[i].run_name: t.state_dict() for i, t in trainers.items()}})
     bar.close()
@@ -181,7 +194,7 @@ def sweep(cfg: SweepConfig, resume: bool = False) -> Path:
     if pool is not None:
         pool.shutdown()
 
-    summaries = evaluate_many([t.sae for t in trainers.values()], cfg, store, device, cfg.seed + 1, gather=True)
+    summaries = evaluate_many([t.sae for t in trainers.values()], cfg, hooks, device, cfg.seed + 1, gather=True)
     rows = []
     for (i, trainer), (summary, freq) in zip(trainers.items(), summaries):
         member = members[i]
@@ -244,10 +257,20 @@ def step_members(trainers: list[SAETrainer], x: Float[Tensor, "batch d_in"], ste
         future.result()
 
 
-def _member_trainer(member: TrainConfig, d_in: int, store, total_steps: int, device: torch.device) -> SAETrainer:
+def open_member_hooks(members: list[TrainConfig]) -> HookSet:
+    """The hooks every member of a sweep reads: one loader feeds them all, so their architectures must read the
+    same hooks (all SAEs, all transcoders or all crosscoders)."""
+    kinds = {m.architecture: architecture_traits(m.architecture).kind for m in members}
+    if len(set(kinds.values())) > 1:
+        mix = ", ".join(f"{arch} ({kind})" for arch, kind in kinds.items())
+        raise ValueError(f"a sweep's architectures must all read the same hooks, got {mix}; sweep each kind apart")
+    return open_hook_set(members[0])
+
+
+def _member_trainer(member: TrainConfig, hooks: HookSet, total_steps: int, device: torch.device) -> SAETrainer:
     """One SAE and its trainer (seeded by the config alone, so it is the same on whichever rank owns it)."""
     torch.manual_seed(member.seed)
-    sae = create_sae(sae_config(member, d_in, store_metadata(store, member))).to(device)
+    sae = create_sae(sae_config(member, hooks.shape(), hooks.metadata(member))).to(device)
     return build_trainer(sae, member, total_steps, data_parallel=False)
 
 

@@ -7,7 +7,6 @@ stream) drive SAEs through this class.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -34,13 +33,10 @@ def nonfinite_message(step: int, first: int, store: str, hook: str | None, lr: f
     """The one line a run stops with when `SAETrainer.first_nonfinite_step` found NaN or inf (`first`)."""
     when = (f"the loss or a gradient became NaN or infinite at step {first}" if first
             else "the SAE weights hold NaN or infinite values")
-    if lr is not None and not math.isfinite(lr):
-        causes = f"the learning rate is {lr}: set a finite `lr`"
-    else:
-        causes = (f"NaN or inf values in the store {store} (check its {hook} activations; re-harvest a damaged "
-                  f"store), or a learning rate too high ({'' if lr is None else f'lr={lr:g}; '}lower `lr`)")
-        if resumed:
-            causes += ", or a damaged checkpoint this run resumed from"
+    causes = (f"NaN or inf values in the store {store} (check its {hook} activations; re-harvest a damaged "
+              f"store), or a learning rate too high ({'' if lr is None else f'lr={lr:g}; '}lower `lr`)")
+    if resumed:
+        causes += ", or a damaged checkpoint this run resumed from"
     return (f"training stopped at step {step}: {name + ': ' if name else ''}{when}. Likely cause: {causes}. "
             f"Nothing non-finite was saved: {kept}")
 
@@ -99,7 +95,7 @@ class SAETrainer:
         self.scheduler.step()
         self.sae.after_step()
         self.dead.update(fired, global_tokens or x.shape[0])
-        fvu_num, fvu_den = batch_fvu_parts(x, out.x_hat)
+        fvu_num, fvu_den = batch_fvu_parts(self.sae.split_batch(x)[1], out.x_hat)
         self.metrics.add({"loss": out.total, **{f"loss/{k}": v for k, v in out.parts.items()},
                           "fvu_batch": fvu_num / fvu_den, "l0": torch.as_tensor(out.l0, device=x.device),
                           "dead_fraction": self.dead.dead_fraction(), "grad_norm": grad_norm})
@@ -135,15 +131,16 @@ class SAETrainer:
         return fired_f > 0
 
     @torch.no_grad()
-    def evaluate(self, x: Float[Tensor, "batch d_in"]) -> tuple[dict[str, float], Float[Tensor, " d_sae"]]:
-        """Inference-mode FVU and L0 on a batch, plus each latent's firing frequency on it (one host sync)."""
-        stats = ReconstructionStats(x.shape[1], self.sae.cfg.d_sae, x.device)
+    def evaluate(self, x: Float[Tensor, "batch d_batch"]) -> tuple[dict[str, float], Float[Tensor, " d_sae"]]:
+        """Inference-mode FVU (of the reconstructed hooks) and L0 on a batch, plus each latent's firing frequency on
+        it (one host sync)."""
+        x_in, target = self.sae.split_batch(x)
+        stats = ReconstructionStats(target.shape[1], self.sae.cfg.d_sae, x.device)
         self.sae.eval()
         with self._autocast(x.device):
-            z = self.sae.encode(x)
-            x_hat = self.sae.decode(z)
+            x_hat, z = self.sae.forward_with_latents(x_in)
         self.sae.train()
-        stats.update(x, x_hat, z)
+        stats.update(target, x_hat, z)
         result = stats.result()
         return {"eval/fvu": result["fvu"], "eval/l0": result["l0"]}, stats.freq()
 

@@ -82,7 +82,8 @@ class BlockParts:
 
     attn_out is the output of `attn_scale` (layer-scale, or an Identity where the model has none), mlp_out the
     output of `mlp_scale`, mlp_hidden the input of `mlp_down` (the MLP's output projection, so it is the hidden
-    layer after the nonlinearity for plain and gated MLPs alike), resid_mid the input of `mlp_norm`.
+    layer after the nonlinearity for plain and gated MLPs alike), resid_mid the input of `mlp_norm` and mlp_in its
+    output (what the MLP reads). `mlp_scale(mlp(mlp_in))` is mlp_out: the function a transcoder imitates.
     """
 
     block: nn.Module
@@ -90,6 +91,7 @@ class BlockParts:
     mlp_scale: nn.Module
     mlp_down: nn.Linear
     mlp_norm: nn.Module
+    mlp: nn.Module
 
 
 class _StopForward(Exception):
@@ -199,6 +201,25 @@ class VisionModel(abc.ABC):
             with self._attach(name, fn, replace=True):
                 yield
 
+    @contextlib.contextmanager
+    def splice_from(self, source: str, hook: str, fn: ActivationFn) -> Iterator[None]:
+        """Inside this context the activation at `hook` is replaced by fn(the activation at `source` in the same
+        forward pass): a transcoder's prediction of `blocks.i.mlp_out` from `blocks.i.mlp_in` in place of the MLP's
+        output. `source` must be computed before `hook`; fn returns a tensor shaped like the activation at `hook`."""
+        seen: list[torch.Tensor] = []
+
+        def keep(act: torch.Tensor) -> torch.Tensor:
+            seen[:] = [act]
+            return act
+
+        def predict(_act: torch.Tensor) -> torch.Tensor:
+            if not seen:
+                raise ValueError(f"{source} is computed after {hook} in the forward pass; splice from a hook before it")
+            return fn(seen.pop())
+
+        with self.splice(source, keep), self.splice(hook, predict):
+            yield
+
     def _site(self, name: str) -> tuple[nn.Module, str]:
         """(module, 'input' | 'output') where a canonical hook's activation is found."""
         if name == "embed":
@@ -210,6 +231,7 @@ class VisionModel(abc.ABC):
             "resid_mid": (parts.mlp_norm, "input"),
             "resid_post": (parts.block, "output"),
             "attn_out": (parts.attn_scale, "output"),
+            "mlp_in": (parts.mlp_norm, "output"),
             "mlp_out": (parts.mlp_scale, "output"),
             "mlp_hidden": (parts.mlp_down, "input"),
         }[site]

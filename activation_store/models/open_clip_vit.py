@@ -76,7 +76,7 @@ class OpenClipViT(VisionModel):
         # open_clip's Transformer holds ResidualAttentionBlocks in an nn.ModuleList, whose items torch types as
         # nn.Module; its `mlp` is an nn.Sequential, whose named children are typed `Tensor | Module`.
         blocks = [cast(ResidualAttentionBlock, b) for b in visual.transformer.resblocks]
-        self._parts = [BlockParts(b, b.ls_1, b.ls_2, cast(nn.Linear, b.mlp.c_proj), b.ln_2) for b in blocks]
+        self._parts = [BlockParts(b, b.ls_1, b.ls_2, cast(nn.Linear, b.mlp.c_proj), b.ln_2, b.mlp) for b in blocks]
 
     def output(self, pixels: torch.Tensor) -> torch.Tensor:
         return self._clip.encode_image(pixels)

@@ -83,7 +83,7 @@ class TimmViT(VisionModel):
         self._output = output or module
         self._embed_input = vit.norm_pre
         # `mlp` is built from a `Type[nn.Module]` argument, so its `fc2` is typed only as `Tensor | Module`.
-        self._parts = [BlockParts(b, b.ls1, b.ls2, cast(nn.Linear, b.mlp.fc2), b.norm2)
+        self._parts = [BlockParts(b, b.ls1, b.ls2, cast(nn.Linear, b.mlp.fc2), b.norm2, b.mlp)
                        for b in vit.blocks if isinstance(b, Block)]
 
     def output(self, pixels: torch.Tensor) -> Any:

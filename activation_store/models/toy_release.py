@@ -13,7 +13,7 @@ import torch
 from visae.activation_store.models.toy import wrap_toy
 from visae.activation_store.models.toy_probes import probe_table, register_ablation
 from visae.activation_store.models.toy_training import ToyTrainConfig, factor_accuracy
-from visae.activation_store.models.toy_vit import ToyViT, save_toy_vit
+from visae.activation_store.models.toy_vit import TOY_VERSION, ToyViT, save_toy_vit
 from visae.activation_store.sources.shapes import ShapesSource
 from visae.core.atomic import write_atomic
 from visae.core.file_hash import file_sha256
@@ -21,6 +21,7 @@ from visae.core.file_hash import file_sha256
 PROBE_HOOK = "blocks.-2.resid_post"
 PROBE_SEED_OFFSET = 2_000
 TARGET_ACCURACY = 0.95
+TARGET_PATCH_ACCURACY = {"shape": 0.90, "colour": 0.90}  # on the patches an object covers
 
 
 def write_toy_release(module: ToyViT, cfg: ToyTrainConfig, record: dict, out_dir: str | Path,
@@ -29,7 +30,8 @@ def write_toy_release(module: ToyViT, cfg: ToyTrainConfig, record: dict, out_dir
     out_dir = Path(out_dir)
     accuracy = factor_accuracy(module, cfg.held_out_spec())
     weights = save_toy_vit(module, out_dir / f"{name}.safetensors", extra={
-        "held_out_accuracy": json.dumps(accuracy), "held_out_spec": cfg.held_out_spec(),
+        "version": str(TOY_VERSION), "held_out_accuracy": json.dumps(accuracy["image"]),
+        "held_out_patch_accuracy": json.dumps(accuracy["patch"]), "held_out_spec": cfg.held_out_spec(),
         "train_spec": cfg.train_spec(), "seed": str(cfg.seed)})
     model = wrap_toy(f"visae:{name}", module)
     probe_spec = f"shapes:n={probe_images},seed={cfg.seed + PROBE_SEED_OFFSET},size={cfg.image_size}"
@@ -63,9 +65,29 @@ def probe_summary(probes: dict) -> str:
     return "\n".join(lines)
 
 
+def patch_section(patch: dict[str, float]) -> str:
+    """The patch heads' held-out accuracy, each on the patches it is asked about, and the verdict on the targets."""
+    asked = {"background": "patches no object covers (the background type)",
+             "segmentation": "every patch (`shape` head, background as a fifth class)"}
+    rows = [[f"`{k}`", asked.get(k, "patches an object covers"), f"{a:.2%}"] for k, a in patch.items()]
+    short = [f"`{f}` ({patch[f]:.1%})" for f, t in TARGET_PATCH_ACCURACY.items() if patch[f] < t]
+    verdict = (f"Below the patch-level target: {', '.join(short)}." if short else
+               "Shape and colour reach the 90% patch-level target on the patches an object covers.")
+    return f"""Patch heads (one linear classifier per factor applied to every final patch token):
+
+{table(["patch head", "scored on", "accuracy"], rows)}
+
+{verdict}"""
+
+
 def model_card(name: str, module: ToyViT, cfg: ToyTrainConfig, record: dict, accuracy: dict, weights: Path,
                probe_spec: str, probes: dict, ablations: dict) -> str:
     m = module.cfg
+    patch = accuracy["patch"]
+    accuracy = accuracy["image"]
+    patch_heads = f"; one linear head per factor in {list(module.patch_heads)} on every patch token" * m.patch_heads
+    patch_targets = ("; every patch predicts the factors of the object covering most of it (the `shapes` patch "
+                     "labels) or, uncovered, the background type") * m.patch_heads
     n_params = sum(p.numel() for p in module.parameters())
     grid = m.img_size // m.patch_size
     kinds = list(probes)
@@ -83,23 +105,25 @@ visae's shipped toy vision transformer: a small timm `VisionTransformer` with a 
 tokens, trained to read every ground-truth factor of the generated `shapes` scenes. Load it with
 `activation_store.models.load_model("visae:{name}")`; its forward returns a dict factor -> logits.
 
+Version {TOY_VERSION}: {"CLS heads plus per-patch heads" if m.patch_heads else "CLS heads only"}.
+
 ## Architecture
 - timm `VisionTransformer`: {m.img_size}×{m.img_size} px input, {m.patch_size} px patches ({grid}×{grid} grid),
   embed dim {m.embed_dim}, {m.depth} blocks, {m.num_heads} heads, MLP ratio {m.mlp_ratio}, pre-norm, learned positions.
 - Tokens: [CLS, {m.reg_tokens} registers, {grid * grid} patches] = {1 + m.reg_tokens + grid * grid} tokens.
-- One linear head per factor on the final (normed) CLS token. {n_params:,} parameters.
+- One linear head per factor on the final (normed) CLS token{patch_heads}. {n_params:,} parameters.
 - Preprocessing: RGB, no resize at {m.img_size} px, scaled to [0, 1], normalised with mean {m.mean}, std {m.std}.
 - Weights: `{weights.name}`, {weights.stat().st_size / 1e6:.2f} MB, sha256 `{file_sha256(weights)}`.
 
 ## Training
 - Data: `{cfg.train_spec()}`: a fresh image every sample (no image seen twice); the heads predict the primary
-  (largest) object's factors plus the object count and the background.
+  (largest) object's factors plus the object count and the background{patch_targets}.
 - Settings: {json.dumps(train)}.
 - AdamW, linear warm-up then cosine decay, gradient clipping; deterministic on CPU
   (`torch.manual_seed({cfg.seed})`, `torch.use_deterministic_algorithms(True)`, {cfg.threads} thread(s)).
 - Reproduce: `visae zoo train-toy --seed {cfg.seed} --steps {cfg.steps}`.
 - Training time: {record['train_seconds'] / 60:.1f} min on {platform.machine()} CPU ({os.cpu_count()} cores, shared
-  with other jobs while it ran); final training loss {record['final_loss']:.3f} (sum over {len(m.factor_values)} heads).
+  with other jobs while it ran); final training loss {record['final_loss']:.3f} (sum over the heads).
 
 ## Held-out accuracy
 On `{cfg.held_out_spec()}` (a seed never used in training):
@@ -107,6 +131,8 @@ On `{cfg.held_out_spec()}` (a seed never used in training):
 {table(["factor", "classes", "values", "accuracy"], factor_rows)}
 
 {verdict}
+
+{patch_section(patch) if patch else ""}
 
 ## What the register tokens carry (a first look)
 Ridge-regression linear probes (closed form, standardised features) per factor at `{PROBE_HOOK}`, fitted on 2/3 of

@@ -2,6 +2,8 @@
 
 Training images are drawn fresh for every step from `shapes:n=steps*batch_size,seed=seed` (so there is no
 overfitting to a fixed set), in index order, by a DataLoader. Held-out images come from a different seed.
+The loss is the sum of the CLS heads' cross-entropies plus, with patch heads, the sum of the patch heads'
+cross-entropies averaged over the patches each one is asked about (see PATCH_HEADS).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import operator
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -18,28 +21,33 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from visae.activation_store.models.toy_vit import ToyViT, ToyViTConfig
-from visae.activation_store.sources.shapes import ShapesSource
+from visae.activation_store.models.toy_vit import PATCH_HEADS, ToyViT, ToyViTConfig
+from visae.activation_store.sources.shapes import SHAPES, ShapesSource
+from visae.core.fields import bounds, check_fields
 
 HELD_OUT_SEED_OFFSET = 1_000
+IGNORE = -100  # cross_entropy's ignore_index: a patch a head is not asked about
 
 
 @dataclass
 class ToyTrainConfig:
-    seed: int = 0  # seed of the initialisation and of the training images
-    steps: int = 3600  # training steps
-    batch_size: int = 64  # images per step
+    seed: Annotated[int, bounds(ge=0)] = 0  # seed of the initialisation and of the training images
+    steps: Annotated[int, bounds(ge=1)] = 3600  # training steps
+    batch_size: Annotated[int, bounds(ge=1)] = 64  # images per step
     # 2e-3 left position and shape near chance for the first ~1000 steps
-    lr: float = 5e-4  # peak learning rate (AdamW, linear warm-up then cosine decay)
-    weight_decay: float = 0.05  # AdamW weight decay
-    warmup_steps: int = 50  # steps of linear LR warm-up
-    grad_clip: float = 1.0  # max global grad norm
-    image_size: int = 64  # side of the generated images, in pixels
-    eval_images: int = 2000  # held-out images for the accuracies in the model card
-    num_workers: int = 1  # DataLoader workers rendering the training images
+    lr: Annotated[float, bounds(gt=0)] = 5e-4  # peak learning rate (AdamW, linear warm-up then cosine decay)
+    weight_decay: Annotated[float, bounds(ge=0)] = 0.05  # AdamW weight decay
+    warmup_steps: Annotated[int, bounds(ge=0)] = 50  # steps of linear LR warm-up
+    grad_clip: Annotated[float, bounds(ge=0)] = 1.0  # max global grad norm
+    image_size: Annotated[int, bounds(ge=8)] = 64  # side of the generated images, in pixels
+    eval_images: Annotated[int, bounds(ge=1)] = 2000  # held-out images for the accuracies in the model card
+    num_workers: Annotated[int, bounds(ge=0)] = 1  # DataLoader workers rendering the training images
     # fixed, so results do not depend on the core count; one thread also copes best with a busy CPU
-    threads: int = 1  # torch threads
+    threads: Annotated[int, bounds(ge=1)] = 1  # torch threads
     model: ToyViTConfig = field(default_factory=ToyViTConfig)  # the model's architecture
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def train_spec(self) -> str:
         return f"shapes:n={self.steps * self.batch_size},seed={self.seed},size={self.image_size}"
@@ -49,18 +57,31 @@ class ToyTrainConfig:
 
 
 class FactorImages(Dataset):
-    """(uint8 pixels [3,H,W], factor targets [n_factors]) for each image of a shapes source."""
+    """(uint8 pixels [3,H,W], factor targets [n_factors], patch targets [len(PATCH_HEADS), grid*grid]) for each
+    image of a shapes source."""
 
-    def __init__(self, source: ShapesSource, factor_names: list[str]):
-        self.source, self.factor_names = source, factor_names
+    def __init__(self, source: ShapesSource, factor_names: list[str], grid: int):
+        self.source, self.factor_names, self.grid = source, factor_names, grid
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pixels = torch.from_numpy(np.asarray(self.source[i].image).copy()).permute(2, 0, 1)
         factors = self.source.factors(i)
-        return pixels, torch.tensor([factors[name] for name in self.factor_names])
+        patches = patch_targets(self.source.patch_labels(i, (self.grid, self.grid)), factors["background"])
+        return pixels, torch.tensor([factors[name] for name in self.factor_names]), patches
+
+
+def patch_targets(labels: dict[str, np.ndarray], background: int) -> torch.Tensor:
+    """Per patch head, its target at every patch (row-major): the covering object's value on covered patches; on the
+    others the class after the shapes ("background") for the segmentation head `shape`, the background type for
+    `background`, and IGNORE for the object factors. `background` is IGNORE on covered patches."""
+    covered = labels["object"].reshape(-1) >= 0
+    uncovered = {"shape": len(SHAPES), "background": background}
+    rows = [np.where(covered, IGNORE if name == "background" else labels[name].reshape(-1), uncovered.get(name, IGNORE))
+            for name in PATCH_HEADS]
+    return torch.from_numpy(np.stack(rows).astype(np.int64))
 
 
 def normalise(pixels: torch.Tensor, cfg: ToyViTConfig) -> torch.Tensor:
@@ -70,10 +91,10 @@ def normalise(pixels: torch.Tensor, cfg: ToyViTConfig) -> torch.Tensor:
     return (pixels.float() / 255.0 - mean) / std
 
 
-def factor_loader(spec: str, factor_names: list[str], batch_size: int, num_workers: int) -> DataLoader:
+def factor_loader(spec: str, model: ToyViTConfig, batch_size: int, num_workers: int) -> DataLoader:
     """Batches of a shapes source in index order (a DataLoader worker renders them while the model trains)."""
-    return DataLoader(FactorImages(ShapesSource.from_spec(spec), factor_names), batch_size=batch_size,
-                      shuffle=False, num_workers=num_workers)
+    images = FactorImages(ShapesSource.from_spec(spec), list(model.factor_values), model.img_size // model.patch_size)
+    return DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
 def lr_at(step: int, cfg: ToyTrainConfig) -> float:
@@ -87,6 +108,16 @@ def lr_at(step: int, cfg: ToyTrainConfig) -> float:
 def factor_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
     losses = (nn.functional.cross_entropy(out, targets[:, j]) for j, out in enumerate(logits.values()))
     return functools.reduce(operator.add, losses)
+
+
+def patch_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """Sum over patch heads of the mean cross-entropy over the patches each is asked about (0 for none)."""
+    total = torch.zeros(())
+    for j, out in enumerate(logits.values()):
+        target = targets[:, j].reshape(-1)
+        if (target != IGNORE).any():
+            total = total + nn.functional.cross_entropy(out.flatten(0, 1), target, ignore_index=IGNORE)
+    return total
 
 
 def train_toy_vit(cfg: ToyTrainConfig) -> tuple[ToyViT, dict]:
@@ -107,12 +138,13 @@ def _train(cfg: ToyTrainConfig) -> tuple[ToyViT, dict]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
     start, losses = time.perf_counter(), []
-    batches = factor_loader(cfg.train_spec(), list(cfg.model.factor_values), cfg.batch_size, cfg.num_workers)
+    batches = factor_loader(cfg.train_spec(), cfg.model, cfg.batch_size, cfg.num_workers)
     bar = tqdm(batches, total=cfg.steps, desc="train toy ViT", unit="step")
-    for step, (pixels, targets) in enumerate(bar):
+    for step, (pixels, targets, patch_target) in enumerate(bar):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = factor_loss(model(normalise(pixels, cfg.model)), targets)
+        cls_logits, patch_logits = model.forward_all(normalise(pixels, cfg.model))
+        loss = factor_loss(cls_logits, targets) + patch_loss(patch_logits, patch_target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -125,13 +157,26 @@ def _train(cfg: ToyTrainConfig) -> tuple[ToyViT, dict]:
 
 
 @torch.no_grad()
-def factor_accuracy(model: ToyViT, spec: str, batch_size: int = 256, num_workers: int = 0) -> dict[str, float]:
-    """Per-factor top-1 accuracy of the heads on a shapes source."""
-    names = list(model.cfg.factor_values)
+def factor_accuracy(model: ToyViT, spec: str, batch_size: int = 256, num_workers: int = 0) -> dict[str, dict]:
+    """Held-out top-1 accuracy: `image` per CLS head; `patch` per patch head on the patches it is asked about
+    (`shape` and the object factors on covered patches, `background` on uncovered ones), plus `segmentation`, the
+    `shape` head over all patches with background as a class. `patch` is empty for a model without patch heads."""
+    names, patch_names = list(model.cfg.factor_values), list(model.patch_heads)
     correct, total = torch.zeros(len(names)), 0
-    for pixels, targets in tqdm(factor_loader(spec, names, batch_size, num_workers), desc="held-out accuracy",
-                                unit="batch"):
-        logits = model(normalise(pixels, model.cfg))
+    patch_correct, patch_total = torch.zeros(len(patch_names) + 1), torch.zeros(len(patch_names) + 1)
+    for pixels, targets, patch_target in tqdm(factor_loader(spec, model.cfg, batch_size, num_workers),
+                                              desc="held-out accuracy", unit="batch"):
+        logits, patch_logits = model.forward_all(normalise(pixels, model.cfg))
         correct += torch.stack([(out.argmax(-1) == targets[:, j]).sum() for j, out in enumerate(logits.values())])
         total += len(targets)
-    return {name: float(c) / total for name, c in zip(names, correct)}
+        for j, out in enumerate(patch_logits.values()):
+            asked = patch_target[:, j] != IGNORE
+            if j == 0:  # the segmentation head: score it on every patch, and separately on covered patches
+                patch_correct[-1] += (out.argmax(-1) == patch_target[:, j]).sum()
+                patch_total[-1] += asked.numel()
+                asked = patch_target[:, j] != len(SHAPES)
+            patch_correct[j] += ((out.argmax(-1) == patch_target[:, j]) & asked).sum()
+            patch_total[j] += asked.sum()
+    patch = {name: float(c / max(t, 1)) for name, c, t in zip(patch_names + ["segmentation"], patch_correct,
+                                                              patch_total)} if patch_names else {}
+    return {"image": {name: float(c) / total for name, c in zip(names, correct)}, "patch": patch}

@@ -1,6 +1,7 @@
 """Image sources: random access to images by index, and `open_source(spec)`, the one entry point.
 
-Specs: a directory path or `folder:PATH`, `list:FILE.txt`, `skimage`, `shapes:n=1000,seed=0,size=64`.
+Specs: a directory path or `folder:PATH`, `list:FILE.txt`, `skimage`, `shapes:n=1000,seed=0,size=64`,
+`hf:DATASET,split=...` (Hugging Face datasets) and `wds:SHARDS,image=jpg` (WebDataset tar shards).
 A source never raises for a broken file: its record has `image=None` and an `error` saying why, and the
 harvester decides whether to skip or stop.
 """
@@ -35,6 +36,9 @@ class ImageSource(abc.ABC):
     label_names: list[str] | None = None
     factor_names: list[str] = []
     factor_values: dict[str, list[str]] = {}
+    segmentation: dict | None = None
+    """The patch-label array that is a segmentation, {"factor": name, "background": class name for -1, or None
+    when -1 means unlabelled}; eval scores dictionaries against it (docs/metrics.md, "Segmentations")."""
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -53,8 +57,9 @@ class ImageSource(abc.ABC):
         """Ground-truth factor values of image i (indices into factor_values[name]); empty if none."""
         return {}
 
-    def patch_labels(self, i: int, grid: tuple[int, int]) -> dict[str, np.ndarray] | None:
-        """Per-patch factor values of image i at a patch grid: int16 [rows, cols], -1 = background; None if none."""
+    def patch_labels(self, i: int, grid: tuple[int, int], crop_fraction: float = 1.0) -> dict[str, np.ndarray] | None:
+        """Per-patch factor values of image i at a patch grid: int16 [rows, cols], -1 = background; None if none.
+        The grid covers the centred square the model sees, its side `crop_fraction` of the shorter side."""
         return None
 
     def _check_index(self, i: int) -> int:
@@ -91,8 +96,28 @@ def parse_options(text: str) -> dict:
     return cast(dict, OmegaConf.to_container(OmegaConf.from_dotlist(items))) if items else {}
 
 
+def split_location(text: str) -> tuple[str, dict]:
+    """`LOCATION,key=value,...` -> (LOCATION, options). The location ends at the first comma outside braces, so
+    brace patterns such as `shard-{000..009}.tar` or `{train,val}/*.parquet` keep their commas."""
+    depth = 0
+    for i, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            return text[:i], parse_options(text[i + 1:])
+    return text, {}
+
+
+def check_options(kind: str, options: dict, known: dict, example: str) -> dict:
+    """`known` (the defaults) updated with `options`; an unknown option is refused with the known ones named."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {kind} option(s) {unknown}; use {', '.join(known)}, e.g. {example!r}")
+    return {**known, **options}
+
+
 def open_source(spec: str) -> ImageSource:
-    """The image source a spec names: a directory, `folder:PATH`, `list:FILE.txt`, `skimage`, `shapes:...`."""
+    """The image source a spec names: a directory, `folder:PATH`, `list:FILE.txt`, `skimage`, `shapes:...`,
+    `hf:...` or `wds:...`."""
     prefix, _, rest = spec.partition(":")
     if prefix in _SOURCES:
         return _SOURCES[prefix](rest)
@@ -100,5 +125,6 @@ def open_source(spec: str) -> ImageSource:
         return _SOURCES["folder"](spec)
     raise ValueError(
         f"unknown image source {spec!r}: not a directory, and not one of the kinds {', '.join(source_kinds())} "
-        "(write e.g. 'folder:PATH', 'list:FILE.txt', 'skimage', 'shapes:n=1000,seed=0,size=64')"
+        "(write e.g. 'folder:PATH', 'list:FILE.txt', 'skimage', 'shapes:n=1000,seed=0,size=64', "
+        "'hf:ILSVRC/imagenet-1k,split=validation', 'wds:/data/shard-{000..009}.tar')"
     )

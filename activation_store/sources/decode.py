@@ -7,6 +7,7 @@ composited on white. Broken files (zero bytes, not an image, truncated, absurd d
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -49,8 +50,19 @@ def decode_file(path: str | Path) -> Image.Image:
     """Open, validate and fully decode an image file as RGB; raises ValueError with the reason if it cannot."""
     if os.path.getsize(path) == 0:
         raise ValueError("zero-byte file")
+    return _decode(path)
+
+
+def decode_bytes(data: bytes) -> Image.Image:
+    """`decode_file` for an image held in memory (a tar member, a Parquet cell)."""
+    if not data:
+        raise ValueError("zero-byte image")
+    return _decode(io.BytesIO(data))
+
+
+def _decode(file: str | Path | io.BytesIO) -> Image.Image:
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise ValueError(
@@ -76,7 +88,20 @@ def read_record(image_id: str, path: str | Path, label: int = -1) -> ImageRecord
     except FileNotFoundError:
         return ImageRecord(image_id, None, label, error=f"file not found: {path}")
     except Exception as e:  # any decoder failure is data to record, never a crash
-        return ImageRecord(image_id, None, label, error=f"{e}" if isinstance(e, ValueError) else repr(e))
+        return error_record(image_id, e, label)
+
+
+def bytes_record(image_id: str, data: bytes, label: int = -1) -> ImageRecord:
+    """The record of an image held in memory; bytes that cannot be decoded give image=None and the reason."""
+    try:
+        return ImageRecord(image_id, decode_bytes(data), label)
+    except Exception as e:  # any decoder failure is data to record, never a crash
+        return error_record(image_id, e, label)
+
+
+def error_record(image_id: str, error: Exception, label: int = -1) -> ImageRecord:
+    """A record of an image that could not be read: a ValueError's message is the reason, anything else its repr."""
+    return ImageRecord(image_id, None, label, error=f"{error}" if isinstance(error, ValueError) else repr(error))
 
 
 def array_to_rgb(array: np.ndarray) -> Image.Image:

@@ -17,8 +17,9 @@ so they are unambiguous and separable:
 
 Patch labels give, at any patch grid, the object that covers most of each patch (``object``: 0 = primary,
 1.. = distractors) and that object's shape, colour, scale, orientation and position; a patch that no object covers
-for at least ``MIN_COVER`` of its area is background (-1). The coverage is measured on the same supersampled
-masks the image is anti-aliased from, so labels match the rendered pixels.
+for at least ``MIN_COVER`` of its area is background (-1). The coverage is measured on the same supersampled masks
+the image is anti-aliased from, so labels match the rendered pixels. The ``shape`` labels, background included as a
+class of its own, are the source's segmentation (docs/metrics.md, "Segmentations").
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from visae.activation_store.sources.base import ImageRecord, ImageSource, parse_options, register_source
+from visae.activation_store.sources.patch_grid import seen_square
 
 SHAPES = ("square", "ellipse", "heart", "triangle")
 SYMMETRY_PERIOD_DEG = {"square": 90.0, "ellipse": 180.0, "heart": 360.0, "triangle": 120.0}
@@ -265,6 +267,7 @@ class ShapesSource(ImageSource):
             "background": list(BACKGROUNDS),
         }
         self.factor_names = list(self.factor_values)
+        self.segmentation = {"factor": "shape", "background": "background"}
 
     @classmethod
     def from_spec(cls, spec: str) -> ShapesSource:
@@ -291,11 +294,12 @@ class ShapesSource(ImageSource):
     def factors(self, i: int) -> dict[str, int]:
         return self.scene(i).factors()
 
-    def patch_labels(self, i: int, grid: tuple[int, int]) -> dict[str, np.ndarray]:
+    def patch_labels(self, i: int, grid: tuple[int, int], crop_fraction: float = 1.0) -> dict[str, np.ndarray]:
         i = self._check_index(i)
         scene = self.scene(i)
         rows, cols = grid  # any pair (a list read from JSON too)
-        owner = patch_owner(coverage_masks(scene, self.size), (rows, cols))
+        seen_rows, seen_cols = seen_square(self.size, self.size, crop_fraction)
+        owner = patch_owner(coverage_masks(scene, self.size)[:, seen_rows, seen_cols], (rows, cols))
         labels = {"object": owner}
         per_object = [o.factors() for o in scene.objects]
         for name in PATCH_FACTORS[1:]:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 from omegaconf import MISSING
 from tyro.conf import Positional, arg
 
+from visae.core.fields import bounds, check_fields
 from visae.service.cli import Command
 
 
@@ -17,8 +18,12 @@ from visae.service.cli import Command
 class CompareOptions:
     a: Annotated[Positional[str], arg(metavar="A")] = MISSING  # first SAE folder
     b: Annotated[Positional[str], arg(metavar="B")] = MISSING  # second SAE folder, trained on the same hook width
-    split_threshold: float = 0.5  # minimum decoder cosine for a wide latent to count as a child of a narrow one
+    split_threshold: Annotated[float, bounds(ge=0, le=1)] = 0.5
+    """minimum decoder cosine for a wide latent to count as a child of a narrow one"""
     out: Optional[str] = None  # also write the full result (matching and parent of every latent) to this JSON file
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def run(options: CompareOptions) -> int:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal, Optional
 from omegaconf import MISSING
 from tyro.conf import Positional, arg
 
+from visae.core.fields import check_fields
 from visae.service.cli import Command
 
 
@@ -21,6 +22,9 @@ class ConvertOptions:
     prisma_config: Optional[str] = None  # the ViT-Prisma config.json (None: the one next to the checkpoint)
     hook: Optional[str] = None  # visae hook name, e.g. blocks.-2.resid_post (None: from the source's config)
     model: Optional[str] = None  # visae model spec the SAE was trained on, e.g. open_clip:ViT-B-16/openai
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def run(options: ConvertOptions) -> int:

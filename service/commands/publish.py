@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 from omegaconf import MISSING
 from tyro.conf import Positional, arg
 
+from visae.core.fields import check_fields
 from visae.service.cli import Command
 
 
@@ -22,6 +23,9 @@ class PublishOptions:
     base_model: Optional[str] = None  # Hub id of the base model for the card (None: derived from the model spec)
     private: bool = False  # create the repo private
     message: Optional[str] = None  # commit message
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def run(options: PublishOptions) -> int:

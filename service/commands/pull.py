@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 from tyro.conf import Positional, arg
 
+from visae.core.fields import check_fields
 from visae.service.cli import Command
 
 
@@ -21,6 +22,9 @@ class PullOptions:
     revision: Optional[str] = None  # branch, tag or commit (None: main)
     out: Optional[str] = None  # also copy the SAE folder here (must not exist)
     list: bool = False  # list the releases of the packaged registry instead
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def run(options: PullOptions) -> int:

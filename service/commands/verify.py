@@ -11,6 +11,7 @@ from typing import Annotated
 from omegaconf import MISSING
 from tyro.conf import Positional, arg
 
+from visae.core.fields import check_fields
 from visae.service.cli import Command
 
 
@@ -19,6 +20,9 @@ class VerifyOptions:
     store: Annotated[Positional[str], arg(metavar="STORE")] = MISSING  # activation store (path or s3://...)
     read_chunks: bool = True  # read every chunk back and check its values are finite (--no-read-chunks: cheap checks)
     progress: bool = True  # show a progress bar
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def run(options: VerifyOptions) -> int:

@@ -1,16 +1,21 @@
 """The harvest as users run it, in separate processes: kill -9 and rerun, and torchrun with 2 gloo ranks."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-import zarr
-from harvest_helpers import assert_same_stores, cli_args, run_cli, save_tiny_weights, subprocess_env
+from harvest_helpers import (
+    assert_same_stores,
+    chunks_done,
+    cli_args,
+    run_cli,
+    save_tiny_weights,
+    start_and_kill,
+    subprocess_env,
+)
 
 from visae.activation_store.store import ActivationStore
 from visae.service.cli import main
@@ -31,30 +36,6 @@ def setup(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)
     return root, weights, ActivationStore.open(str(root / "reference.zarr"))
-
-
-def chunks_done(path: str) -> int:
-    try:
-        group = zarr.open_group(path, mode="r")
-        if not group.attrs.get("initialized"):
-            return 0
-        done = group["done"]
-        assert isinstance(done, zarr.Array)
-        return int(np.asarray(done[:]).sum())
-    except (FileNotFoundError, KeyError, ValueError):  # not created yet, or metadata being written
-        return 0
-
-
-def start_and_kill(args: list[str], when) -> None:
-    """Start a harvest and SIGKILL it as soon as `when()` holds."""
-    proc = subprocess.Popen([sys.executable, "-m", "visae", *args], env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not when() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the harvest ended before it could be killed"
 
 
 def test_kill_9_while_creating_and_while_harvesting_then_rerun_gives_an_identical_store(setup):

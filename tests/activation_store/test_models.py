@@ -3,14 +3,18 @@
 Every model is built with random weights (`pretrained=false`) at a small image size and depth.
 """
 
+import copy
 import json
+from typing import cast
 
 import open_clip
 import pytest
 import timm
 import torch
+from open_clip.transformer import ResidualAttentionBlock
 from PIL import Image
 from safetensors.torch import save_file
+from timm.models.vision_transformer import Block
 
 from visae.activation_store.layout import SITES
 from visae.activation_store.models import Preprocess, families, load_model
@@ -90,6 +94,42 @@ def test_hook_equivalences(model):
     hidden, parts = cache["blocks.0.mlp_hidden"], model._parts[0]
     assert hidden.min() >= -0.1701  # after the GELU (whose minimum is -0.17), not before it
     torch.testing.assert_close(parts.mlp_scale(parts.mlp_down(hidden)), cache["blocks.0.mlp_out"], rtol=0, atol=0)
+
+
+def library_mlp(model, i: int):
+    """Block i's MLP sublayer as the library builds it (MLP, then layer-scale), found without visae's BlockParts."""
+    if isinstance(model, OpenClipViT):
+        clip_block = cast(ResidualAttentionBlock, model.visual.transformer.resblocks[i])
+        return lambda x: clip_block.ls_2(clip_block.mlp(x))
+    timm_block = cast(Block, model.vit.blocks[i])
+    return lambda x: timm_block.ls2(timm_block.mlp(x))
+
+
+def test_mlp_in_is_what_the_mlp_reads(model):
+    """The model's own MLP applied to `mlp_in` reproduces `mlp_out`: the pair a transcoder learns to imitate."""
+    hooks = [f"blocks.{i}.{site}" for i in range(model.n_blocks) for site in ("resid_mid", "mlp_in", "mlp_out")]
+    cache = model.run_with_cache(pixels(model), hooks)
+    for i in range(model.n_blocks):
+        mlp_in, mlp_out = cache[f"blocks.{i}.mlp_in"], cache[f"blocks.{i}.mlp_out"]
+        assert mlp_in.shape[-1] == model.hook_dim(f"blocks.{i}.mlp_in") == model.d_model
+        torch.testing.assert_close(library_mlp(model, i)(mlp_in), mlp_out, rtol=0, atol=0)
+        assert not torch.allclose(mlp_in, cache[f"blocks.{i}.resid_mid"])  # after the pre-norm, not before it
+        assert not torch.allclose(library_mlp(model, i)(cache[f"blocks.{i}.resid_mid"]), mlp_out)
+
+
+def test_splice_from_an_earlier_hook_replaces_the_mlp_as_a_transcoder_would(model):
+    """The model's own MLP spliced in from `mlp_in` is the identity; anything else changes the output."""
+    x = pixels(model)
+    clean = model(x)
+    own_mlp = library_mlp(copy.deepcopy(model), 1)  # a copy: the original's modules carry the splice hooks
+    with model.splice_from("blocks.1.mlp_in", "blocks.1.mlp_out", own_mlp):
+        assert torch.equal(model(x), clean)
+    with model.splice_from("blocks.1.mlp_in", "blocks.1.mlp_out", lambda act: own_mlp(act * 0.5)):
+        assert not torch.allclose(model(x), clean)
+    with pytest.raises(ValueError, match="blocks.1.mlp_out is computed after blocks.1.mlp_in"):
+        with model.splice_from("blocks.1.mlp_out", "blocks.1.mlp_in", lambda act: act):
+            model(x)
+    assert torch.equal(model(x), clean)
 
 
 def test_run_with_cache_matches_full_forward_and_stops_early(model):
@@ -288,7 +328,7 @@ def test_bad_specs_list_choices():
 def test_bad_hooks_and_token_kinds_list_choices():
     model = load_model(DINO)
     assert model.canonical("blocks.-1.resid_post") == "blocks.2.resid_post"
-    for bad in ("blocks.3.resid_post", "blocks.0.mlp_in", "resid_post", "blocks.-4.attn_out"):
+    for bad in ("blocks.3.resid_post", "blocks.0.mlp_pre", "resid_post", "blocks.-4.attn_out"):
         with pytest.raises(ValueError, match="site one of resid_pre"):
             model.run_with_cache(pixels(model), [bad])
     with pytest.raises(ValueError, match="choose one of all, cls, registers, patches"):

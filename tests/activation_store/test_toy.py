@@ -8,6 +8,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from visae.activation_store.harvest_config import HarvestConfig
+from visae.activation_store.harvester import harvest
 from visae.activation_store.models import load_model
 from visae.activation_store.models.toy import TOY_MODELS
 from visae.activation_store.models.toy_probes import register_ablation
@@ -72,6 +74,24 @@ def test_toy_spec_has_the_timm_layout_hooks_and_factor_heads(shipped):
     cache = shipped.run_with_cache(pixels, ["blocks.-1.resid_post", "embed"])
     assert cache[f"blocks.{shipped.n_blocks - 1}.resid_post"].shape == (2, 69, shipped.d_model)
     assert set(shipped(pixels)) == set(ShapesSource(n=0).factor_values)
+
+
+def test_harvested_mlp_in_reproduces_mlp_out(shipped, tmp_path):
+    """The trained toy model, harvested at one block's `mlp_in` and `mlp_out`: its own MLP maps the stored input
+    to the stored output, up to the store's float16 rounding (the float32 identity: test_models.py)."""
+    hooks = ["blocks.2.mlp_in", "blocks.2.mlp_out"]
+    cfg = HarvestConfig(out=str(tmp_path / "store.zarr"), images="shapes:n=8,seed=3,size=64", hooks=hooks,
+                        batch_size=4, num_workers=1, device="cpu", progress=False)
+    store = harvest(cfg, model=shipped)
+    assert store.hooks == hooks and store.d("blocks.2.mlp_in") == shipped.d_model
+    mlp_in, mlp_out = (torch.from_numpy(store.read(h, 0, store.n_images)) for h in hooks)
+    block = shipped.vit.blocks[2]
+    with torch.no_grad():
+        predicted = block.ls2(block.mlp(mlp_in))
+    assert float((predicted - mlp_out).norm() / mlp_out.norm()) < 3e-3
+    other = torch.from_numpy(store.read("blocks.2.mlp_in", 0, store.n_images)).roll(1, dims=1)  # wrong tokens
+    with torch.no_grad():
+        assert float((block.ls2(block.mlp(other)) - mlp_out).norm() / mlp_out.norm()) > 0.1
 
 
 def test_unknown_toy_names_and_options_are_refused():

@@ -1,5 +1,5 @@
-"""A NaN guard in training: inf in the store, a bit-flipped checkpoint or lr=inf used to spend the whole budget at
-loss = NaN and then fail blaming the SAE folder. Now the run stops within one logging window (or at the next
+"""A NaN guard in training: inf in the store, a bit-flipped checkpoint or an overflowing LR used to spend the whole
+budget at loss = NaN and then fail blaming the SAE folder. Now the run stops within one logging window (or at the next
 checkpoint, whichever comes first) with one line naming the step and the likely cause, and no checkpoint or
 dictionary of non-finite weights is ever written: the last good checkpoint stays as it was, byte for byte."""
 
@@ -19,6 +19,7 @@ from visae.training.run import resume, train
 from visae.training.sweep import load_sweep_config, sweep
 
 BUDGET = 200  # steps of `train_config`
+HUGE_LR = 1e30  # finite, so the config takes it, but Adam's first steps overflow float32 (lr=inf is refused up front)
 # The runs stop with `training.trainer.NonFiniteTraining`, a ValueError (so `visae train` prints it on one line).
 
 
@@ -30,12 +31,18 @@ def stopped_step(err: pytest.ExceptionInfo) -> int:
     return int(match.group(1))
 
 
-def test_lr_inf_stops_within_a_logging_window_and_writes_nothing(store_path, tmp_path):
-    cfg = replace(train_config(store_path, tmp_path), lr=float("inf"))
+def test_lr_inf_is_refused_before_anything_runs(store_path, tmp_path):
+    with pytest.raises(ValueError, match=r"^lr must be > 0, got inf$"):
+        replace(train_config(store_path, tmp_path), lr=float("inf"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_overflowing_lr_stops_within_a_logging_window_and_writes_nothing(store_path, tmp_path):
+    cfg = replace(train_config(store_path, tmp_path), lr=HUGE_LR)
     with pytest.raises(ValueError) as err:
         train(cfg)
     assert stopped_step(err) <= cfg.log_every_steps
-    assert "became NaN or infinite at step" in str(err.value) and "learning rate is inf" in str(err.value)
+    assert "became NaN or infinite at step" in str(err.value) and "lr=1e+30; lower `lr`" in str(err.value)
     assert "no checkpoint was written" in str(err.value)
     run_dir = tmp_path / "run"
     assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / "sae").exists()
@@ -44,7 +51,7 @@ def test_lr_inf_stops_within_a_logging_window_and_writes_nothing(store_path, tmp
 
 def test_a_checkpoint_due_before_the_next_log_window_is_not_written(store_path, tmp_path):
     """Logging every 50 steps, checkpointing every 10: the check before the checkpoint stops the run at step 10."""
-    cfg = replace(train_config(store_path, tmp_path, log_every_steps=50), lr=float("inf"))
+    cfg = replace(train_config(store_path, tmp_path, log_every_steps=50), lr=HUGE_LR)
     with pytest.raises(ValueError) as err:
         train(cfg)
     assert stopped_step(err) == 10
@@ -89,13 +96,13 @@ def test_a_bit_flipped_checkpoint_stops_at_once_and_stays_as_it_was(store_path, 
     assert not (run_dir / "sae").exists()
 
 
-def test_a_sweep_member_with_lr_inf_stops_the_sweep_naming_it(store_path, tmp_path):
+def test_a_sweep_member_with_an_overflowing_lr_stops_the_sweep_naming_it(store_path, tmp_path):
     overrides = [f"store={store_path}", "hook=blocks.0.resid_post", "total_tokens=51200", "batch_size=256",
                  "log_every_steps=5", "checkpoint_every_steps=10", "eval_tokens=1024", "wandb_mode=disabled",
                  f"out_dir={tmp_path}", "run_name=sw", "device=cpu", "grid.k=[4]", "grid.expansion_factor=[2]"]
     cfg = load_sweep_config(None, overrides)
-    cfg = replace(cfg, grid=replace(cfg.grid, lr=[None, float("inf")]))
-    with pytest.raises(ValueError, match=r"SAE topk-k4-x2-lrinf: .*learning rate is inf") as err:
+    cfg = replace(cfg, grid=replace(cfg.grid, lr=[None, HUGE_LR]))
+    with pytest.raises(ValueError, match=r"SAE topk-k4-x2-lr1e\+30: .*lr=1e\+30; lower `lr`") as err:
         sweep(cfg)
     assert stopped_step(err) <= 5
     assert not (tmp_path / "sw" / "checkpoint").exists() and not (tmp_path / "sw" / "results.csv").exists()

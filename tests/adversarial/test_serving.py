@@ -207,4 +207,4 @@ def test_the_timeouts_are_set_and_stated_in_the_serve_help(capsys, monkeypatch):
         main(["serve", "--help"])
     help_text = capsys.readouterr().out
     assert "--idle-timeout" in help_text and "--request-timeout" in help_text
-    assert "(default: 5)" in help_text and "(default: 30.0)" in help_text
+    assert "(default: 5; > 0)" in help_text and "(default: 30.0; > 0)" in help_text

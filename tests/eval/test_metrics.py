@@ -4,7 +4,6 @@ import itertools
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -13,7 +12,6 @@ from visae.core.reconstruction import ReconstructionStats
 from visae.eval.auroc import auroc_matrix, best_matches, coverage
 from visae.eval.labels import purity_and_entropy
 from visae.eval.monosemanticity import monosemanticity_scores
-from visae.eval.ranking import add_score_and_rank
 from visae.eval.sparsity import FiringStats
 
 
@@ -125,27 +123,6 @@ def test_monosemanticity_matches_pairwise_definition():
     # Identical embeddings for every image that fires -> perfectly monosemantic.
     same = monosemanticity_scores(sp.csr_matrix(np.array([[1.0], [0.5], [0.0]])), np.array([[1, 0], [2, 0], [0, 1.0]]))
     assert same[0] == pytest.approx(1.0)
-
-
-def test_composite_score_and_rank():
-    table = pd.DataFrame(
-        {
-            "feature": [0, 1, 2, 3],
-            "freq": [0.001, 0.1, 0.0, 0.001],
-            "best_auroc": [1.0, 0.75, np.nan, 0.5],
-            "purity": [1.0, 0.5, np.nan, np.nan],
-            "monosemanticity": [0.8, -0.2, np.nan, 0.4],
-            "n_images_fired": [10, 50, 0, 10],
-        }
-    )
-    out = add_score_and_rank(table)
-    assert out["score"].loc[0] == pytest.approx((1 + 1 + 0.8 + 1) / 4)
-    assert out["score"].loc[1] == pytest.approx((0.5 + 0.5 + 0 + 0.5) / 4)
-    assert out["score"].loc[3] == pytest.approx((0 + 0.4 + 1) / 3)  # purity missing: skipped
-    assert np.isnan(out["score"].loc[2])  # dead
-    assert out["rank"].tolist() == [1, 3, 4, 2]
-    rare = add_score_and_rank(table.assign(n_images_fired=[2, 50, 0, 10]))  # fires on 2 images: unscored
-    assert np.isnan(rare["score"][0]) and rare["rank"].tolist() == [3, 2, 4, 1]
 
 
 def test_patch_auroc_punishes_generic_object_and_background_latents():

@@ -54,7 +54,7 @@ def test_recipe_defaults_and_run_name_come_from_its_traits(variant):
     assert cfg.lr == pytest.approx(3e-4 * math.sqrt(2**14 / 4096))
     assert (cfg.sparsity_warmup_fraction, cfg.adam_betas) == (0.1, [0.5, 0.99])
     assert default_run_name(cfg) == f"{HOOK}-all-{NAME}-k8-n4096"
-    assert sae_config(cfg, 96, {}).k == 8
+    assert sae_config(cfg, {"d_in": 96}, {}).k == 8
 
 
 def test_sweep_grid_applies_k_and_its_recipe_lr(variant):

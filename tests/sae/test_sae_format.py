@@ -118,10 +118,10 @@ def test_save_is_atomic_and_replaces_previous_folder(tmp_path, monkeypatch):
     before = (tmp_path / "s" / WEIGHTS_FILE).read_bytes()
 
     def crash(*args, **kwargs):
-        raise RuntimeError("disk full")
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("visae.sae.file_format.save_file", crash)
-    with pytest.raises(RuntimeError, match="disk full"):
+    monkeypatch.setattr("visae.sae.file_format.save", crash)
+    with pytest.raises(OSError, match="No space left"):
         trained_like("standard").save(tmp_path / "s")
     assert (tmp_path / "s" / WEIGHTS_FILE).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]

@@ -16,6 +16,7 @@ import tyro
 import yaml
 from omegaconf import MISSING
 
+from visae.core.fields import field_rules
 from visae.service.cli import Command, Group, _module, command_names, main, parse_command
 
 POSITIONAL = typing.get_args(tyro.conf.Positional[int])[1]
@@ -120,7 +121,7 @@ def _entries(help_text: str) -> dict[str, str]:
 
 
 def _fields(cls: type, prefix: str = ""):
-    """(option as the help names it, default as the help shows it) for every field, nested ones as --grid.k."""
+    """(option as the help names it, default, declared rules) for every field, nested ones as --grid.k."""
     hints = typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         hint, default = hints[f.name], _default(f)
@@ -130,9 +131,9 @@ def _fields(cls: type, prefix: str = ""):
             continue
         metadata = getattr(hint, "__metadata__", ())
         if POSITIONAL in metadata:
-            yield next(m.metavar for m in metadata if getattr(m, "metavar", None)), default
+            yield next(m.metavar for m in metadata if getattr(m, "metavar", None)), default, []
         else:
-            yield f"--{prefix}{f.name.replace('_', '-')}", default
+            yield f"--{prefix}{f.name.replace('_', '-')}", default, field_rules(hint)
 
 
 def _default(f: dataclasses.Field):
@@ -154,10 +155,11 @@ def test_help_lists_every_field_with_its_default_and_meaning(words, capsys, monk
     command = COMMANDS[words]
     listed = list(_fields(command.settings)) + list(_fields(command.invocation))
     assert len(listed) >= 3
-    for option, default in listed:
+    for option, default, rules in listed:
         assert option in entries, f"{option} is not in `visae {words} --help`"
         entry = " ".join(entries[option].split())
-        shown = "(required)" if default == MISSING else f"(default: {' '.join(_shown(default).split())})"
+        shown = "(required)" if default == MISSING else f"(default: {' '.join(_shown(default).split())}"
+        shown += "".join(f"; {rule.describe()}" for rule in rules) + ")" * (default != MISSING)
         assert entry.endswith(shown), (entry, shown)
         meaning = " ".join(word for word in entry[len(option):-len(shown)].split() if not word.startswith("-"))
         words = [word for word in re.findall(r"\b[A-Za-z][a-z]+\b", meaning) if word != "None"]

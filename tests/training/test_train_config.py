@@ -52,9 +52,9 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_recipe_defaults_scale_lr_with_width_and_input_dimension():
     cfg = resolve_defaults(load_config(None, ["store=s", f"hook={HOOK}", "expansion_factor=64"]), d_in=256)
-    assert cfg.d_sae == 2**14 and cfg.lr == pytest.approx(2e-4 * 3**0.5)
-    assert default_lr("topk", 2**16, 768) == pytest.approx(1e-4)
-    assert default_lr("topk", 2**14, 3072) == pytest.approx(1e-4)
+    assert cfg.d_sae == 2**14 and cfg.lr == pytest.approx(8e-4 * 3**0.5)
+    assert default_lr("topk", 2**16, 768) == pytest.approx(4e-4)
+    assert default_lr("topk", 2**14, 3072) == pytest.approx(4e-4)
     assert default_lr("standard", 2**14, 96) == pytest.approx(5e-5)  # the L1 anchor's LR, no d_in factor
     jump = resolve_defaults(load_config(None, ["store=s", f"hook={HOOK}", "architecture=jumprelu"]), d_in=64)
     assert jump.adam_betas == [0.0, 0.999]

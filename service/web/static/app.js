@@ -135,6 +135,10 @@ async function featurePage() {
   figures($("#scores"), [["rank", s.rank], ["score", s.score], ["freq", s.freq], ["max act", s.max_act], ["mean act", s.mean_act],
     ["purity", s.purity], ["label entropy", s.label_entropy], ["monosemanticity", s.monosemanticity], ["best AUROC", s.best_auroc],
     ...Object.entries(data.labels).map(([k, v]) => [k.replace("_", " "), v])]);
+  if (s.effect_output) {
+    $("#effect-section").hidden = false;
+    $("#effect").textContent = describeEffect(s.effect_output, s.effect_size);
+  }
   const tile = (x, title) => el("figure", {}, el("img", { src: x.heatmap_png, alt: `image ${x.image}`, title }),
     el("figcaption", { text: `${fmt(x.activation)} · img ${x.image}` }));
   $("#top").replaceChildren(...data.top.map((x) => tile(x, `top ${x.slot + 1}`)));
@@ -152,6 +156,12 @@ async function featurePage() {
   }
   await Promise.all([...document.querySelectorAll("#top img")].map((img) => img.decode().catch(() => null)));
   ready();
+}
+
+function describeEffect(output, size) {
+  const change = output === "embedding" ? `moves the image embedding by 1 − cosine = ${fmt(size)}`
+    : `${size < 0 ? "lowers" : "raises"} P(${output}) by ${fmt(Math.abs(size))}`;
+  return `Switching it off on its top images ${change} (mean over those images; visae eval's effect_output and effect_size).`;
 }
 
 function histogram(container, frequency) {
@@ -191,17 +201,17 @@ async function encodePage() {
     if (!file) { showError("choose an image file first"); return; }
     const form = new FormData();
     form.append("file", file);
-    showEncoding(id, await api(`/api/dictionaries/${id}/encode`, { method: "POST", body: form }));
+    showEncoding(id, await api(`/api/dictionaries/${id}/encode`, { method: "POST", body: form }), file);
   });
   const images = await api(`/api/dictionaries/${id}/images?limit=60`);
   $("#store").replaceChildren(...images.images.map((im) =>
     el("button", { type: "button", class: "pick", title: `encode store image ${im.image}`,
-      onclick: async () => showEncoding(id, await api(im.encode)) },
+      onclick: async () => showEncoding(id, await api(im.encode), null) },
       el("img", { src: im.image_png, alt: `store image ${im.image}` }))));
   ready();
 }
 
-function showEncoding(id, data) {
+function showEncoding(id, data, file) {
   $("#error").hidden = true;
   $("#result").hidden = false;
   const canvas = $("#canvas");
@@ -253,9 +263,11 @@ function showEncoding(id, data) {
   canvas.onclick = (e) => { const rc = patchAt(e); pinned = pinned && rc && pinned[0] === rc[0] && pinned[1] === rc[1] ? null : rc; describePatch(rc); draw(); };
   if (!data.grid) $("#patch-info").textContent = `this dictionary reads ${data.token_kind} tokens: no per-patch map`;
 
+  const intervention = interventions(id, data, file);
   $("#encoded").replaceChildren(...data.top_features.map((f) => {
     const item = el("li", { class: "encoded-feature", tabindex: "0" },
-      el("a", { href: f.page, text: `#${f.feature}` }), ` ${fmt(f.activation)} `, el("span", { class: "muted", text: f.label || "" }));
+      el("a", { href: f.page, text: `#${f.feature}` }), ` ${fmt(f.activation)} `, el("span", { class: "muted", text: f.label || "" }),
+      intervention.controls(f.feature));
     item.addEventListener("mouseenter", () => { selected = f; draw(); });
     item.addEventListener("focus", () => { selected = f; draw(); });
     return item;
@@ -263,6 +275,79 @@ function showEncoding(id, data) {
   if (!data.top_features.length) $("#encoded").append(el("li", { class: "muted", text: "no feature fires on this image" }));
   picture.onload = () => { draw(); document.body.setAttribute("data-encoded", "true"); };
   picture.src = data.image;
+  intervention.run();
+}
+
+// Switch features off or boost them on the encoded image, and show the predictions before and after.
+function interventions(id, data, file) {
+  const edits = new Map();  // feature -> "off" | "boost"
+  let generation = 0;
+
+  async function run() {
+    const mine = ++generation;
+    const pick = (kind) => [...edits].filter(([, v]) => v === kind).map(([f]) => String(f));
+    const scale = $("#boost-scale").value || "4";
+    $("#intervention").removeAttribute("data-state");
+    let answer;
+    if (file) {
+      const form = new FormData();
+      form.append("file", file);
+      pick("off").forEach((f) => form.append("ablate", f));
+      pick("boost").forEach((f) => form.append("boost", f));
+      form.append("scale", scale);
+      answer = await api(`/api/dictionaries/${id}/intervene`, { method: "POST", body: form });
+    } else {
+      const query = new URLSearchParams({ scale });
+      pick("off").forEach((f) => query.append("ablate", f));
+      pick("boost").forEach((f) => query.append("boost", f));
+      answer = await api(`/api/dictionaries/${id}/images/${data.source.image}/intervene?${query}`);
+    }
+    if (mine === generation) showPredictions(answer);
+  }
+  const start = () => run().catch(() => null);  // api() has shown the error already
+
+  function controls(feature) {
+    const button = (kind, title) => el("button", { type: "button", class: kind, "data-feature": feature, "aria-pressed": "false", title,
+      onclick: (e) => {
+        e.stopPropagation();
+        edits.get(feature) === kind ? edits.delete(feature) : edits.set(feature, kind);
+        for (const b of e.target.parentNode.querySelectorAll("button")) b.setAttribute("aria-pressed", String(edits.get(feature) === b.className));
+        start();
+      } }, kind);
+    return el("span", { class: "edit-controls" }, button("off", `switch feature ${feature} off`), button("boost", `boost feature ${feature}`));
+  }
+
+  $("#boost-scale").onchange = () => { if ([...edits.values()].includes("boost")) start(); };
+  return { run: start, controls };
+}
+
+function showPredictions(answer) {
+  const section = $("#intervention");
+  section.hidden = false;
+  const { before, after } = answer.predictions;
+  const show = (list) => list.slice(0, 3).map((p) => `${p.output} ${(100 * p.prob).toPrecision(3)}%`).join(", ");
+  const rows = Object.keys(before).map((head) => {
+    const flipped = before[head][0].output !== after[head][0].output;
+    return el("tr", { "data-head": head }, el("th", { text: head === "output" ? "class" : head.replace("_", " ") }),
+      el("td", { class: "before", text: show(before[head]) }),
+      el("td", { class: flipped ? "after changed" : "after", text: show(after[head]) }), el("td", { text: flipped ? "yes" : "" }));
+  });
+  if (answer.summary.embedding_cosine !== undefined) {
+    rows.push(el("tr", { "data-head": "embedding" }, el("th", { text: "embedding" }), el("td", { text: "clean" }),
+      el("td", { text: `cosine to clean ${fmt(answer.summary.embedding_cosine, 4)}` }), el("td", {})));
+  }
+  $("#predictions tbody").replaceChildren(...rows);
+  const heads = Object.values(answer.summary.heads);
+  const kl = heads.reduce((sum, h) => sum + h.kl, 0);
+  const edit = answer.edit;
+  const parts = [...edit.ablate.map((f) => `#${f} off`),
+    ...Object.entries(edit.steer).map(([f, s]) => `#${f} boosted to ${fmt(s.value)} (${fmt(s.scale, 1)}× its typical maximum)`)];
+  $("#edit-summary").textContent = parts.length
+    ? `edit: ${parts.join(", ")} · KL(before ‖ after) summed over outputs ${kl.toPrecision(3)}`
+    : "no edit: the model's own predictions";
+  section.setAttribute("data-edit", [...edit.ablate.map((f) => `off:${f}`), ...Object.keys(edit.steer).map((f) => `boost:${f}`)].join(","));
+  section.setAttribute("data-kl", String(kl));
+  section.setAttribute("data-state", "ready");
 }
 
 const pages = { index: indexPage, dictionary: dictionaryPage, feature: featurePage, encode: encodePage };
