@@ -1,6 +1,6 @@
-"""Vision models behind one interface (VisionModel): hook points, token layout, preprocessing."""
+"""Vision models behind one interface (VisionModel): hook points, token layout, preprocessing. The families' modules
+(timm_vit, open_clip_vit, toy) are imported when a spec first names them."""
 
-from visae.activation_store.models import open_clip_vit, timm_vit, toy
 from visae.activation_store.models.base import BlockParts, Preprocess, VisionModel
 from visae.activation_store.models.registry import ModelSpec, families, load_model, register_family
 
@@ -11,8 +11,5 @@ __all__ = [
     "VisionModel",
     "families",
     "load_model",
-    "open_clip_vit",
     "register_family",
-    "timm_vit",
-    "toy",
 ]

@@ -14,6 +14,7 @@ a `weights` file implies it, its tensors replacing the random ones.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class ModelSpec:
 
 FamilyLoader = Callable[[ModelSpec, "str | None"], VisionModel]
 _FAMILIES: dict[str, FamilyLoader] = {}
+# The shipped families, imported on first use: open_clip alone takes seconds to import (it pulls in
+# transformers and torchvision), and every CLI command and torchrun rank would pay for it.
+_BUILT_IN = {"timm": "timm_vit", "open_clip": "open_clip_vit", "visae": "toy"}
 
 
 def register_family(prefix: str) -> Callable[[FamilyLoader], FamilyLoader]:
@@ -78,17 +82,23 @@ def register_family(prefix: str) -> Callable[[FamilyLoader], FamilyLoader]:
 
 
 def families() -> list[str]:
-    return sorted(_FAMILIES)
+    return sorted(set(_FAMILIES) | set(_BUILT_IN))
+
+
+def _loader(family: str) -> FamilyLoader:
+    if family not in _FAMILIES and family in _BUILT_IN:
+        importlib.import_module(f"visae.activation_store.models.{_BUILT_IN[family]}")  # registers itself
+    return _FAMILIES[family]
 
 
 def load_model(spec: str, weights: str | None = None, device: str = "cpu") -> VisionModel:
     """Build the model a spec names (see module docstring), in eval mode on `device`."""
     parsed = ModelSpec.parse(spec)
-    if parsed.family not in _FAMILIES:
+    if parsed.family not in families():
         raise ValueError(f"unknown model family {parsed.family!r} in {spec!r}; choose one of {', '.join(families())}")
     if weights is not None and not Path(weights).is_file():
         raise FileNotFoundError(f"weights file {weights!r} does not exist")
-    model = _FAMILIES[parsed.family](parsed, None if weights is None else str(weights))
+    model = _loader(parsed.family)(parsed, None if weights is None else str(weights))
     model.module.eval().requires_grad_(False).to(device)
     if weights is not None:
         model.weights_sha256 = file_sha256(weights)
