@@ -117,7 +117,8 @@ def anisotropic(cache: Path, d: int = 512, n_features: int = 4096, seed: int = 0
     if not _complete(path):
         rng = np.random.default_rng(seed)
         features = _unit_rows(rng.standard_normal((n_features, d))).astype(np.float32)
-        dominant = (_unit_rows(rng.standard_normal((4, d))) * np.array([[12.0], [8.0], [6.0], [4.0]])).astype(np.float32)
+        scales = np.array([[12.0], [8.0], [6.0], [4.0]])
+        dominant = (_unit_rows(rng.standard_normal((4, d))) * scales).astype(np.float32)
         offset = (_unit_rows(rng.standard_normal((1, d)))[0] * 12.0).astype(np.float32)
         probs = 16 / n_features * np.geomspace(4, 0.25, n_features)  # a spread of firing rates, mean ~16 per token
         parts = []

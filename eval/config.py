@@ -16,20 +16,20 @@ class EvalConfig:
     """What to evaluate and how much of it. `visae eval --help` describes the fields."""
 
     sae_dir: str = MISSING  # SAE folder to evaluate (cfg.json + sae_weights.safetensors)
-    store: Optional[str] = None  # activation store holding the SAE's hook (path or s3://...)
+    store: Optional[str] = None  # activation store holding every hook the dictionary reads (path or s3://...)
     model: Optional[str] = None  # instead of a store: a model spec to harvest from, with --images
     images: Optional[str] = None  # instead of a store: an image source to harvest from, with --model
     weights: Optional[str] = None  # local model weights file
-    hook: Optional[str] = None  # hook point (None: the SAE's metadata hook_name)
+    hook: Optional[str] = None  # hook read (a transcoder's input, a crosscoder's first; None: metadata hook_name)
     max_images: Annotated[Optional[int], bounds(ge=1)] = None  # evaluate the first N images (None: all)
     batch_images: Annotated[int, bounds(ge=1)] = 64  # images per batch
     top_k: Annotated[int, bounds(ge=1)] = 16  # top images / patches kept per latent
     n_quantiles: Annotated[int, bounds(ge=1)] = 8  # activation-quantile samples per latent
     downstream_images: Annotated[int, bounds(ge=0)] = 256  # images for the spliced forward passes
     model_passes: bool = True  # run the model: spliced downstream effect, monosemanticity, text labels
-    neuron_images: Annotated[int, bounds(ge=0)] = 128  # images for the neuron-basis comparison on mlp_hidden hooks
+    neuron_images: Annotated[int, bounds(ge=0)] = 128  # images for neurons vs features (mlp_hidden, MLP transcoders)
     probe_rows: Annotated[int, bounds(ge=0)] = 131072  # activation rows (patches) for the probe ceiling (0: none)
-    effect_latents: Annotated[int, bounds(ge=0)] = 64  # top-ranked latents ablated on their top images (0: none)
+    effect_latents: Annotated[int, bounds(ge=0)] = 64  # top-ranked latents ablated on their top images (SAEs; 0: none)
     vocabulary: Optional[str] = None  # text file of concepts (one per line) for CLIP text labels
     compare_to: list[str] = field(default_factory=list)  # other evaluated dictionaries to place on the L0/FVU plot
     report_features: Annotated[int, bounds(ge=0)] = 24  # top-ranked features shown in report.html

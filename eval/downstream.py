@@ -1,24 +1,37 @@
 """Downstream effect of a dictionary, spliced into the real forward pass (docs/metrics.md).
 
-The hook's activation is replaced, for the tokens the SAE was trained on only, by (a) the SAE reconstruction,
-(b) zeros, (c) the per-dimension mean over the evaluation set; the model's outputs are compared with the clean
-pass: KL(clean ‖ spliced), top-1 agreement and % recovered for classifier heads, embedding cosine for CLIP towers.
+The activation of a hook the dictionary reconstructs is replaced, for the tokens it was trained on only, by (a) its
+reconstruction, (b) zeros, (c) the per-dimension mean over the evaluation set; the model's outputs are compared
+with the clean pass: KL(clean ‖ spliced), top-1 agreement and % recovered for classifier heads, embedding cosine
+for CLIP towers.
+
+The reconstruction is computed from the hooks the dictionary reads as the clean pass captured them, and one hook
+is spliced per pass. Everything upstream of the spliced hook is then the clean pass's, so this is exactly the
+dictionary run inside the spliced pass: an SAE encodes the hook it replaces; a transcoder's prediction from
+`mlp_in` replaces the MLP's output (`mlp_out`), as `VisionModel.splice_from` would hand it the same `mlp_in`; a
+crosscoder's reconstruction of each of its hooks, in turn, is encoded from all of its hooks (its later hooks do not
+exist yet in the spliced pass; the usual convention for acausal crosscoders).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from visae.eval.dictionary_hooks import DictionaryHooks
+
 DOWNSTREAM_DEFINITION = (
     "Spliced: the hook activation of the SAE's tokens is replaced by the reconstruction (sae), zeros (zero) or the "
-    "evaluation-set per-dimension mean (mean) inside the real forward pass. Classifier heads: kl_* = mean "
-    "KL(p_clean || p_spliced), top1_* = agreement with the clean top-1, recovered_vs_zero/mean = "
-    "(KL_ablate - KL_sae) / KL_ablate. CLIP towers: cosine_* = mean cosine of clean and spliced image embeddings; "
-    "zero-shot accuracy change where labels and the text tower exist (docs/metrics.md)."
+    "evaluation-set per-dimension mean (mean) inside the real forward pass; a transcoder's prediction replaces its "
+    "output hook (the MLP's output), and a crosscoder is spliced at each of its hooks in turn (downstream_per_hook). "
+    "Classifier heads: kl_* = mean KL(p_clean || p_spliced), top1_* = agreement with the clean top-1, "
+    "recovered_vs_zero/mean = (KL_ablate - KL_sae) / KL_ablate. CLIP towers: cosine_* = mean cosine of clean and "
+    "spliced image embeddings; zero-shot accuracy change where labels and the text tower exist (docs/metrics.md)."
 )
 ABLATIONS = ("sae", "zero", "mean")
 
@@ -35,15 +48,22 @@ def token_splice(indices: Sequence[int], transform: Callable[[torch.Tensor], tor
     return fn
 
 
-def replacements(sae, mean: torch.Tensor) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """Token transforms [B, T, d] -> [B, T, d] for each ablation."""
+@torch.no_grad()
+def reconstructions(sae, hooks: DictionaryHooks, clean: dict[str, torch.Tensor],
+                    tokens: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Each hook the dictionary reconstructs -> its reconstruction [B, T, d] of the dictionary's `tokens`, computed
+    (in float32) from the `clean` activations [B, n_tokens, d] of the hooks it reads."""
+    index = torch.as_tensor(list(tokens), dtype=torch.long)
+    x = torch.cat([clean[hook][:, index] for hook in hooks.reads], dim=-1).float()
+    x_hat = sae(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+    return {hook: x_hat[..., where] for hook, where in zip(hooks.writes, sae.hook_slices())}
 
-    def reconstruct(x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1]).float()
-        return sae.decode(sae.encode(flat)).reshape(x.shape)
 
+def replacements(reconstruction: torch.Tensor, mean: torch.Tensor) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Token transforms [B, T, d] -> [B, T, d] for each ablation: the dictionary's `reconstruction` of those tokens,
+    zeros, the evaluation-set `mean`."""
     return {
-        "sae": reconstruct,
+        "sae": lambda x: reconstruction,
         "zero": torch.zeros_like,
         "mean": lambda x: mean.to(x.dtype).expand_as(x),
     }

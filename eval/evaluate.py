@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from visae.activation_store.layout import TokenLayout, canonical_hook
+from visae.activation_store.layout import TokenLayout
 from visae.activation_store.models import Preprocess, load_model
 from visae.activation_store.sources import open_source
 from visae.activation_store.store import ActivationStore
@@ -31,14 +31,16 @@ from visae.core.reconstruction import FVU_DEFINITION, ReconstructionStats
 from visae.eval.auroc import AUROC_DEFINITION
 from visae.eval.codes import CodeCollector, Codes, sparse_shape
 from visae.eval.config import EvalConfig
+from visae.eval.dictionary_hooks import DictionaryHooks, canonical_or_same
 from visae.eval.downstream import DOWNSTREAM_DEFINITION
 from visae.eval.feature_effects import EFFECT_DEFINITION, feature_effects
+from visae.eval.hook_profile import hook_profile_columns
 from visae.eval.interpretability import GroundTruth, factor_auroc, image_factor_auroc, label_purity, patch_purity
 from visae.eval.interventions import reconstructs_its_hook
 from visae.eval.labels import PURITY_DEFINITION
 from visae.eval.model_pass import final_embedding_hook, run_model_pass
 from visae.eval.monosemanticity import MS_DEFINITION, baseline_ms, monosemanticity_scores
-from visae.eval.neurons import NEURON_DEFINITION, neuron_loadings
+from visae.eval.neurons import NEURON_DEFINITION, neuron_hook, neuron_loadings
 from visae.eval.output_reader import OutputReader
 from visae.eval.probe_ceiling import PROBE_CEILING_DEFINITION, ProbeData, decodable_coverage, probe_ceiling
 from visae.eval.ranking import SCORE_DEFINITION, add_score_and_rank
@@ -55,30 +57,32 @@ from visae.sae import SAE
 
 @dataclass
 class Target:
-    """What the SAE reads: the store hook, its token kind, and where those tokens sit in the store and model."""
+    """What the dictionary reads and reconstructs: its hooks, their token kind, and where those tokens sit in the
+    store and the model."""
 
-    hook: str
+    hooks: DictionaryHooks  # canonical
     token_kind: str
-    store_tokens: list[int]  # positions of the SAE's tokens among the store's kept tokens
-    layout: TokenLayout  # layout of the SAE's tokens
+    store_tokens: list[int]  # positions of the dictionary's tokens among the store's kept tokens
+    layout: TokenLayout  # layout of the dictionary's tokens
+
+    @property
+    def hook(self) -> str:
+        """The (first) hook the latents are computed from."""
+        return self.hooks.hook
 
     @classmethod
-    def resolve(cls, cfg: EvalConfig, meta: dict, store: ActivationStore, model) -> Target:
-        wanted = cfg.hook or meta.get("hook_name")
-        if wanted is None:
-            if len(store.hooks) != 1:
-                raise ValueError(f"the SAE names no hook_name and the store holds {store.hooks}; pass --hook")
-            wanted = store.hooks[0]
-        hook = canonical_hook(wanted, int(store.attrs["model"]["n_blocks"]))
-        if hook not in store.hooks:
-            raise ValueError(f"the store at {store.path} has no activations for {hook!r} (it holds {store.hooks}); "
-                             f"harvest that hook or pass --hook")
+    def resolve(cls, meta: dict, hooks: DictionaryHooks, store: ActivationStore) -> Target:
         kind = meta.get("token_kind") or store.token_kind
         try:
             tokens = store.layout.indices(kind)
         except ValueError as err:
             raise ValueError(f"the SAE was trained on {kind!r} tokens but the store kept {store.token_kind!r}: {err}")
-        return cls(hook=hook, token_kind=kind, store_tokens=tokens, layout=store.layout.subset(kind))
+        return cls(hooks=hooks, token_kind=kind, store_tokens=tokens, layout=store.layout.subset(kind))
+
+    def read(self, store: ActivationStore, hooks: tuple[str, ...], start: int, stop: int) -> torch.Tensor:
+        """The dictionary's tokens of images start..stop-1 at `hooks`, side by side: [images, tokens, sum of d]."""
+        index = torch.as_tensor(self.store_tokens)
+        return torch.cat([torch.from_numpy(store.read(hook, start, stop))[:, index] for hook in hooks], dim=-1)
 
 
 class SourceImages:
@@ -119,31 +123,36 @@ def evaluate(cfg: EvalConfig) -> EvalResults:
         raise FileNotFoundError(f"no SAE at {sae_dir} (cfg.json missing); pass a folder written by `visae train`")
     sae = SAE.load(sae_dir, device=cfg.device).eval().requires_grad_(False)
     meta = json.loads((sae_dir / "cfg.json").read_text()).get("metadata", {})
-    with _store_for(cfg, meta) as store:
+    with _store_for(cfg, sae, meta) as store:
         if not store.complete:
             raise ValueError(f"the store at {store.path} is incomplete; finish it with `visae harvest` (it resumes)")
         check_store(store)
-        mismatches = dictionary_store_mismatches(cfg, meta, int(sae.cfg.d_in), store)
+        hooks = _dictionary_hooks(cfg, sae, meta, store)
+        mismatches = dictionary_store_mismatches(cfg, meta, hooks, store)
         model = _load_matching_model(cfg, store) if cfg.model_passes else None
-        target = Target.resolve(cfg, meta, store, model)
+        target = Target.resolve(meta, hooks, store)
         n_images = min(store.n_images, cfg.max_images or store.n_images)
         store_label = cfg.store or f"{cfg.images} through {cfg.model} (harvested to a temporary store)"
         return _evaluate(cfg, sae_dir, sae, store, store_label, model, target, n_images, mismatches)
 
 
-def dictionary_store_mismatches(cfg: EvalConfig, meta: dict, d_in: int, store: ActivationStore) -> list[str]:
+def _dictionary_hooks(cfg: EvalConfig, sae: SAE, meta: dict, store: ActivationStore) -> DictionaryHooks:
+    """The dictionary's hooks, canonical; an SAE that names none reads the store's only hook."""
+    hook = cfg.hook
+    if hook is None and not meta.get("hook_name") and type(sae).traits.kind == "sae":
+        if len(store.hooks) != 1:
+            raise ValueError(f"the SAE names no hook_name and the store holds {store.hooks}; pass --hook")
+        hook = store.hooks[0]
+    return DictionaryHooks.of(sae, meta, hook).canonical(int(store.attrs["model"].get("n_blocks") or 0))
+
+
+def dictionary_store_mismatches(cfg: EvalConfig, meta: dict, hooks: DictionaryHooks,
+                                store: ActivationStore) -> list[str]:
     """How the store differs from what the dictionary was trained on (its cfg.json metadata): model spec,
     weights hash, hook, token kind, width d. Raises unless `cfg.allow_mismatch` (then the list is recorded in
-    the eval summary); a width mismatch is always refused, as the dictionary cannot read those activations."""
+    the eval summary); a store lacking any hook the dictionary reads or predicts, or of another width at one, is
+    always refused, as the dictionary cannot be evaluated there."""
     model = store.attrs["model"]
-    n_blocks = int(model.get("n_blocks") or 0)
-
-    def canonical(hook: str) -> str:
-        try:
-            return canonical_hook(hook, n_blocks)
-        except ValueError:
-            return hook
-
     found = []
     if meta.get("model_name") and meta["model_name"] != store.model_spec:
         found.append(f"model: the dictionary was trained on {meta['model_name']}, the store holds {store.model_spec}")
@@ -152,20 +161,26 @@ def dictionary_store_mismatches(cfg: EvalConfig, meta: dict, d_in: int, store: A
             found.append(f"weights: the dictionary's model weights hash {str(meta[key])[:12]}... differs from the "
                          f"store's {str(model[store_key])[:12]}... ({store_key})")
             break
-    hook = canonical(cfg.hook or meta.get("hook_name") or "")
-    if meta.get("hook_name") and hook and canonical(meta["hook_name"]) != hook:
-        found.append(f"hook: the dictionary was trained on {meta['hook_name']}, --hook asks for {cfg.hook}")
-    elif meta.get("hook_name") and hook not in store.hooks:
-        found.append(f"hook: the dictionary was trained on {meta['hook_name']}, the store holds "
-                     f"{', '.join(store.hooks)}")
+    trained = meta.get("hook_name")
+    if cfg.hook and trained and canonical_or_same(trained, int(model.get("n_blocks") or 0)) != hooks.hook:
+        found.append(f"hook: the dictionary was trained on {trained}, --hook asks for {cfg.hook}")
     kind = meta.get("token_kind")
     if kind and store.token_kind not in (kind, "all"):
         found.append(f"token kind: the dictionary was trained on {kind!r} tokens, the store kept {store.token_kind!r}")
-    d = store.d(hook) if hook in store.hooks else None
-    if d is not None and d != d_in:
-        raise ValueError(f"the dictionary at {cfg.sae_dir} reads d_in={d_in} activations but {hook} in the store at "
-                         f"{store.path} has d={d}; evaluate it on a store of the model it was trained on"
-                         + (f" ({'; '.join(found)})" if found else ""))
+    missing = [hook for hook in hooks.all if hook not in store.hooks]
+    if missing:
+        raise ValueError(f"the dictionary at {cfg.sae_dir} ({hooks.kind}) cannot be evaluated on the store at "
+                         f"{store.path}: " + "; ".join(f"hook: the dictionary was trained on {hook}, the store holds "
+                                                       f"{', '.join(store.hooks)}" for hook in missing)
+                         + (f"; {'; '.join(found)}" if found else "")
+                         + ". Harvest those hooks with the dictionary's model (visae harvest --hooks ...)"
+                         + (" or pass --hook" if hooks.kind == "sae" else ""))
+    for hook in hooks.all:
+        if store.d(hook) != hooks.widths[hook]:
+            width = "d_in" if hook in hooks.reads else "d_out"
+            raise ValueError(f"the dictionary at {cfg.sae_dir} reads {width}={hooks.widths[hook]} activations at "
+                             f"{hook}, but {hook} in the store at {store.path} has d={store.d(hook)}; evaluate it on a "
+                             "store of the model it was trained on" + (f" ({'; '.join(found)})" if found else ""))
     if found and not cfg.allow_mismatch:
         raise ValueError(f"the dictionary at {cfg.sae_dir} does not match the store at {store.path}: "
                          f"{'; '.join(found)}. Evaluate it on a store harvested like its training store, or pass "
@@ -185,22 +200,21 @@ def _load_matching_model(cfg: EvalConfig, store: ActivationStore):
 
 
 @contextlib.contextmanager
-def _store_for(cfg: EvalConfig, meta: dict):
-    """The store named by --store, or a temporary one harvested from --model/--images."""
+def _store_for(cfg: EvalConfig, sae: SAE, meta: dict):
+    """The store named by --store, or a temporary one harvested from --model/--images at every hook the dictionary
+    needs."""
     if cfg.store is not None:
         yield ActivationStore.open(cfg.store)
         return
     from visae.activation_store.harvest_config import HarvestConfig
     from visae.activation_store.harvester import harvest
 
-    hook = cfg.hook or meta.get("hook_name")
-    if hook is None:
-        raise ValueError("the SAE names no hook_name; pass --hook")
+    hooks = DictionaryHooks.of(sae, meta, cfg.hook).all
     if cfg.model is None or cfg.images is None:  # EvalConfig already refuses a config naming neither
         raise ValueError("say what to evaluate on: --store STORE, or --model SPEC with --images SOURCE")
     with tempfile.TemporaryDirectory(prefix="visae-eval-store-") as tmp:
         yield harvest(HarvestConfig(out=str(Path(tmp) / "store.zarr"), model=cfg.model, images=cfg.images,
-                                    hooks=[hook], weights=cfg.weights, tokens=meta.get("token_kind") or "all",
+                                    hooks=hooks, weights=cfg.weights, tokens=meta.get("token_kind") or "all",
                                     n_images=cfg.max_images, batch_size=cfg.batch_images, device=cfg.device,
                                     progress=cfg.progress))
 
@@ -208,7 +222,7 @@ def _store_for(cfg: EvalConfig, meta: dict):
 def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target, n_images: int,
               mismatches: list[str] | None = None) -> EvalResults:
     t0 = time.perf_counter()
-    recon, firing, codes = _store_pass(cfg, sae, store, target, n_images)
+    recon, per_hook, firing, codes = _store_pass(cfg, sae, store, target, n_images)
     store_seconds = time.perf_counter() - t0
     truth = GroundTruth.from_store(store, n_images)
     preprocess = model.preprocess if model is not None else Preprocess.from_dict(store.attrs["preprocess"])
@@ -221,12 +235,17 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         columns["moran_i"] = moran_i(codes.tokens.tocsr()[codes.patch_rows()], codes.grid)
     segmentation = _segmentation(cfg, codes, store, n_images, columns)
     summary = {
-        "model": store.model_spec, "hook": target.hook, "token_kind": target.token_kind, "store": store_label,
-        "store_fingerprint": store.fingerprint, "n_images": n_images, "d_sae": int(sae.cfg.d_sae),
-        "architecture": sae.cfg.architecture,
+        "model": store.model_spec, "hook": target.hook, **_hook_fields(target.hooks), "token_kind": target.token_kind,
+        "store": store_label, "store_fingerprint": store.fingerprint, "n_images": n_images,
+        "d_sae": int(sae.cfg.d_sae), "architecture": sae.cfg.architecture,
         **recon.result(), **firing.result(), **matches.summary(),
         "throughput": {"store_tokens_per_s": firing.n_tokens / store_seconds},
     }
+    if per_hook:
+        summary["per_hook"] = per_hook
+    if target.hooks.kind == "crosscoder":
+        profile, summary["hook_profile"] = hook_profile_columns(sae, target.hooks.writes, firing.frequency() > 0)
+        columns.update(profile)
     if segmentation is not None:
         summary["segmentation"] = segmentation
     if truth.factors and cfg.probe_rows:
@@ -247,9 +266,12 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         class_emb = None
         if clip and truth.label_names and (truth.labels >= 0).any():
             class_emb = torch.from_numpy(text_embeddings(model, truth.label_names))
-        passes = run_model_pass(model, sae, target.hook, target.token_kind, recon.mean.float(), images,
+        passes = run_model_pass(model, sae, target.hooks, target.token_kind, recon.mean.float(), images,
                                 cfg.downstream_images, cfg.batch_images, cfg.progress, truth.labels, class_emb)
-        summary["downstream"] = passes.downstream
+        if target.hooks.kind == "crosscoder":
+            summary["downstream_per_hook"] = passes.downstream
+        else:
+            summary["downstream"] = passes.downstream[target.hooks.writes[0]]
         summary["throughput"]["images_per_s"] = passes.images_per_s
         columns["monosemanticity"] = monosemanticity_scores(codes.images, passes.embeddings)
         summary["ms_baseline"] = baseline_ms(passes.embeddings)
@@ -258,8 +280,9 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
             columns["text_label"], columns["text_label_cos"] = text_labels(
                 codes.images, passes.outputs, text_embeddings(model, concepts), concepts)
         summary["reference_encoder"] = f"{store.model_spec} final CLS embedding ({final_embedding_hook(model)})"
-    if target.hook.endswith(".mlp_hidden"):
-        summary["superposition"] = _neurons_vs_features(cfg, sae, store, target, codes, truth, columns)
+    neurons = neuron_hook(target.hooks)
+    if neurons is not None:
+        summary["superposition"] = _neurons_vs_features(cfg, sae, store, target, neurons, codes, truth, columns)
     features = add_score_and_rank(pd.DataFrame({"feature": np.arange(sae.cfg.d_sae), **columns}),
                                   ms_baseline=summary.get("ms_baseline", 0.0))
     summary["ranking"] = ranking_validation(features)
@@ -275,24 +298,41 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
     return EvalResults.load(sae_dir)
 
 
+def _hook_fields(hooks: DictionaryHooks) -> dict:
+    """What the summary records of the hooks beyond `hook` (the one the latents are computed from)."""
+    if hooks.kind == "transcoder":
+        return {"kind": hooks.kind, "out_hook": hooks.writes[0]}
+    if hooks.kind == "crosscoder":
+        return {"kind": hooks.kind, "hooks": list(hooks.reads)}
+    return {"kind": hooks.kind}
+
+
 def _store_pass(cfg, sae, store, target: Target, n_images: int):
-    recon = ReconstructionStats(d=store.d(target.hook), device=cfg.device)
+    """Reconstruction statistics of everything the dictionary reconstructs (and of each hook, when it reconstructs
+    several), firing statistics and the sparse codes, in one pass over the store."""
+    hooks = target.hooks
+    recon = ReconstructionStats(d=sum(hooks.widths[hook] for hook in hooks.writes), device=cfg.device)
+    per_hook = {hook: ReconstructionStats(d=hooks.widths[hook], device=cfg.device)
+                for hook in hooks.writes} if len(hooks.writes) > 1 else {}
     firing = FiringStats(d_sae=sae.cfg.d_sae)
     collector = CodeCollector(sae.cfg.d_sae, target.layout)
-    token_index = torch.as_tensor(target.store_tokens)
     bar = tqdm(total=n_images * len(target.store_tokens), desc="encoding", unit="tok", unit_scale=True,
                disable=not cfg.progress)
     with torch.no_grad(), bar:
         for start in range(0, n_images, cfg.batch_images):
             stop = min(start + cfg.batch_images, n_images)
-            x = torch.from_numpy(store.read(target.hook, start, stop))[:, token_index].to(cfg.device)
+            x = target.read(store, hooks.reads, start, stop).to(cfg.device)
             flat = x.reshape(-1, x.shape[-1])
-            z = sae.encode(flat)
-            recon.update(flat, sae.decode(z))
+            truth = flat if hooks.writes == hooks.reads else target.read(store, hooks.writes, start, stop).to(
+                cfg.device).reshape(flat.shape[0], -1)
+            x_hat, z = sae.forward_with_latents(flat)
+            recon.update(truth, x_hat)
+            for stats, where in zip(per_hook.values(), sae.hook_slices()):
+                stats.update(truth[:, where], x_hat[:, where])
             firing.update(z)
             collector.update(z.reshape(x.shape[0], x.shape[1], -1).cpu())
             bar.update(flat.shape[0])
-    return recon, firing, collector.finish()
+    return recon, {hook: stats.result() for hook, stats in per_hook.items()}, firing, collector.finish()
 
 
 def _per_latent(cfg, codes: Codes, truth: GroundTruth, firing: FiringStats):
@@ -346,39 +386,40 @@ def _segmentation(cfg, codes: Codes, store: ActivationStore, n_images: int, colu
 
 def _probe_ceiling(cfg, store: ActivationStore, target: Target, n_images: int, truth: GroundTruth,
                    latent_auroc: dict) -> dict:
-    """Linear probes on the raw activations of the first evaluated images (at most `cfg.probe_rows` rows)."""
+    """Linear probes on the raw activations the dictionary reads (every hook's, side by side) of the first evaluated
+    images (at most `cfg.probe_rows` rows)."""
     patches = list(target.layout.patch_indices)
     n = min(n_images, max(2, cfg.probe_rows // max(len(patches), 1)))
-    token_index = np.asarray(target.store_tokens)
-    data = ProbeData.read(lambda start, stop: store.read(target.hook, start, stop)[:, token_index], n, patches)
+    data = ProbeData.read(lambda start, stop: target.read(store, target.hooks.reads, start, stop).numpy(), n, patches)
     ceiling = probe_ceiling(data, truth.factors, truth.patch_labels, truth.factor_values)
     return {**decodable_coverage(ceiling, latent_auroc), "n_images": n, "per_factor": ceiling}
 
 
-def _neurons_vs_features(cfg, sae, store, target: Target, codes: Codes, truth: GroundTruth, columns: dict) -> dict:
-    """Polysemanticity in the neuron basis (raw mlp_hidden activations) vs the SAE basis, same images and scores."""
+def _neurons_vs_features(cfg, sae, store, target: Target, neurons: str, codes: Codes, truth: GroundTruth,
+                         columns: dict) -> dict:
+    """Polysemanticity in the neuron basis (raw activations at the MLP hidden layer `neurons`) vs the dictionary's
+    latents, same images and scores; for an SAE reading `neurons` itself, also how its decoder rows load on them."""
+    if neurons not in store.hooks:
+        return {"note": f"the store holds no {neurons}, the MLP's hidden layer; harvest it beside the dictionary's "
+                        "hooks to compare the latents with the MLP's neurons", "definition": NEURON_DEFINITION}
     n = min(cfg.neuron_images, codes.n_images)
-    collector = CodeCollector(store.d(target.hook), target.layout)
-    token_index = torch.as_tensor(target.store_tokens)
+    collector = CodeCollector(store.d(neurons), target.layout)
     for start in tqdm(range(0, n, cfg.batch_images), desc="neuron basis", disable=not cfg.progress):
-        stop = min(start + cfg.batch_images, n)
-        collector.update(torch.from_numpy(store.read(target.hook, start, stop))[:, token_index])
-    neurons = collector.finish()
+        collector.update(target.read(store, (neurons,), start, min(start + cfg.batch_images, n)))
     subset_truth = GroundTruth(truth.labels[:n], truth.label_names, {k: v[:n] for k, v in truth.factors.items()},
                                truth.factor_values, {k: v[:n] for k, v in truth.patch_labels.items()})
     sae_subset = Codes(codes.tokens.tocsr()[: n * target.layout.n_tokens].tocsc(), codes.images.tocsr()[:n].tocsc(),
                        codes.layout)
+    result = {"neuron_hook": neurons, "n_images": n,
+              "neuron_basis": _basis_scores(collector.finish(), subset_truth, cfg.top_k),
+              "sae_basis": _basis_scores(sae_subset, subset_truth, cfg.top_k), "definition": NEURON_DEFINITION}
+    if target.hook != neurons:  # a transcoder: its decoder writes the MLP's output, not the neurons
+        return result
     loadings = neuron_loadings(sae.W_dec)
     columns["neurons_per_latent"] = loadings.pop("neurons_per_latent")
     latents_per_neuron = loadings.pop("latents_per_neuron")
-    return {
-        **loadings,
-        "latents_per_neuron_quantiles": np.quantile(latents_per_neuron, [0.1, 0.5, 0.9]).tolist(),
-        "n_images": n,
-        "neuron_basis": _basis_scores(neurons, subset_truth, cfg.top_k),
-        "sae_basis": _basis_scores(sae_subset, subset_truth, cfg.top_k),
-        "definition": NEURON_DEFINITION,
-    }
+    return {**loadings, "latents_per_neuron_quantiles": np.quantile(latents_per_neuron, [0.1, 0.5, 0.9]).tolist(),
+            **result}
 
 
 def _basis_scores(codes: Codes, truth: GroundTruth, k: int) -> dict:

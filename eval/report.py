@@ -28,7 +28,7 @@ SUMMARY_ROWS = (("fvu", "FVU"), ("explained_variance", "explained variance"), ("
 TABLE_COLUMNS = ("rank", "feature", "score", "rank_label_free", "score_label_free", "moran_i", "freq", "max_act",
                  "purity", "top_label", "patch_purity",
                  "patch_top_label", "best_factor", "best_auroc", "seg_best_class", "seg_probe_r", "seg_purity_16",
-                 "monosemanticity", "text_label", "effect_output", "effect_size")
+                 "monosemanticity", "text_label", "effect_output", "effect_size", "hook_exclusive")
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}
 .feature{border-top:2px solid #444;margin-top:18px;padding-top:6px}.muted{color:#666;font-size:12px}
@@ -129,9 +129,20 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 
 def _downstream(summary: dict) -> str:
+    """The spliced comparison: one table, or one per hook for a crosscoder (spliced at each hook in turn)."""
+    per_hook = summary.get("downstream_per_hook")
+    if per_hook:
+        return "".join(f"<h3>spliced at {html.escape(hook)}</h3>{_downstream_table(down)}"
+                       for hook, down in per_hook.items())
     down = summary.get("downstream")
     if not down:
         return "<p class=muted>model passes skipped</p>"
+    where = f"<p>the prediction from {html.escape(summary['hook'])} replaces {html.escape(summary['out_hook'])}</p>" \
+        if summary.get("out_hook") else ""
+    return where + _downstream_table(down)
+
+
+def _downstream_table(down: dict) -> str:
     heads = down["heads"]
     keys = sorted({k for s in heads.values() for k in s})
     head_rows = "".join(f"<tr><th>{html.escape(h)}</th>" + "".join(f"<td>{_fmt(s.get(k))}</td>" for k in keys) + "</tr>"
@@ -139,6 +150,19 @@ def _downstream(summary: dict) -> str:
     zero_shot = _table(list(down["zero_shot"].items())) if "zero_shot" in down else ""
     return (f"<p>{down['kind']} outputs, {down['n_images']} images</p><table><tr><th>head</th>"
             + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + f"</tr>{head_rows}</table>{zero_shot}")
+
+
+def _hooks(summary: dict) -> str:
+    """A crosscoder's FVU per hook and where its latents live (docs/metrics.md, "Crosscoders")."""
+    per_hook, profile = summary.get("per_hook"), summary.get("hook_profile")
+    if not per_hook:
+        return ""
+    rows = "".join(f"<tr><th>{html.escape(hook)}</th><td>{_fmt(one['fvu'])}</td><td>{_fmt(one['mse'])}</td>"
+                   f"<td>{_fmt(profile['exclusive_fraction'].get(hook) if profile else None)}</td></tr>"
+                   for hook, one in per_hook.items())
+    shared = _fmt(profile["shared_fraction"]) if profile else "–"
+    return (f"<h2>Hooks</h2><table><tr><th>hook</th><th>FVU</th><th>MSE</th><th>exclusive latents</th></tr>{rows}"
+            f"</table><p>shared by several hooks: {shared} of the latents that fired</p>")
 
 
 def _factors(summary: dict) -> str:
@@ -247,16 +271,22 @@ def build_report(folder: Path, summary: dict, features: pd.DataFrame, top: dict,
         sup_html = "<h2>Neurons versus features</h2>" + _table(
             [(k, v) for k, v in superposition.items() if not isinstance(v, (dict, list))]
             + [(f"{basis}: {k}", v) for basis in ("neuron_basis", "sae_basis")
-               for k, v in superposition[basis].items()])
+               for k, v in superposition.get(basis, {}).items()])
     defs = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
                    for k, v in summary["metric_definitions"].items())
-    title = f"visae eval — {summary['model']} {summary['hook']} ({summary['token_kind']} tokens)"
+    hooks = ", ".join(summary.get("hooks") or [summary["hook"]])
+    if summary.get("out_hook"):
+        hooks += f" → {summary['out_hook']}"
+    title = f"visae eval — {summary['model']} {hooks} ({summary['token_kind']} tokens)"
+    kind = summary.get("kind", "sae")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style></head><body>
 <h1>{html.escape(title)}</h1>
-<p class=muted>{summary['architecture']} SAE, {summary['d_sae']} latents; store {html.escape(str(summary['store']))}
-(fingerprint {summary['store_fingerprint']}). All metrics follow docs/metrics.md; definitions at the end.</p>
+<p class=muted>{summary['architecture']} ({kind}), {summary['d_sae']} latents;
+store {html.escape(str(summary['store']))} (fingerprint {summary['store_fingerprint']}).
+All metrics follow docs/metrics.md; definitions at the end.</p>
 <h2>Summary</h2>{_table([(label, summary.get(key)) for key, label in SUMMARY_ROWS])}
+{_hooks(summary)}
 <h2>L0 / FVU against other dictionaries</h2><img alt="L0 vs FVU" src="{l0_fvu_plot(summary, others)}">
 <h2>Firing frequency</h2><img alt="firing-frequency histogram" src="{frequency_histogram(summary)}">
 <h2>Downstream (spliced into the forward pass)</h2>{_downstream(summary)}

@@ -21,7 +21,7 @@ THUMB_MAX_SIDE = 160
 # Summary figures copied into cfg.json metadata (under "eval", plus the three the Hub card tabulates at top level).
 METADATA_KEYS = ("fvu", "explained_variance", "mse", "cosine", "rel_bias", "l0", "dead_fraction", "n_tokens",
                  "dense_10", "dense_1", "coverage_0_9", "store", "store_fingerprint", "hook", "token_kind",
-                 "metric_definitions")
+                 "kind", "out_hook", "hooks", "per_hook", "hook_profile", "metric_definitions")
 
 
 def json_ready(value: Any) -> Any:
@@ -71,6 +71,9 @@ def update_cfg_metadata(sae_dir: Path, summary: dict) -> None:
     figures = json_ready({k: summary[k] for k in METADATA_KEYS if k in summary})
     downstream = summary.get("downstream", {}).get("mean_over_heads", {})
     figures["downstream"] = json_ready(downstream)
+    if "downstream_per_hook" in summary:
+        figures["downstream_per_hook"] = json_ready({hook: down.get("mean_over_heads", {})
+                                                     for hook, down in summary["downstream_per_hook"].items()})
     metadata = cfg.setdefault("metadata", {})
     metadata["eval"] = figures
     metadata.update({k: figures.get(k) for k in ("fvu", "l0", "dead_fraction")})
@@ -78,4 +81,7 @@ def update_cfg_metadata(sae_dir: Path, summary: dict) -> None:
                                 "dead_fraction": figures.get("dead_fraction"),
                                 "dense_fraction_10": figures.get("dense_10"),
                                 "n_eval_tokens": figures.get("n_tokens")}
+    if "per_hook" in figures:  # as training records a crosscoder's closing evaluation
+        metadata["eval_summary"]["per_hook"] = {hook: {k: one.get(k) for k in ("fvu", "mse")}
+                                                for hook, one in figures["per_hook"].items()}
     write_atomic(path, json.dumps(cfg, indent=2))

@@ -50,7 +50,7 @@ class CrossCoder(TopKSAE):
     """A TopK crosscoder over the hooks of `cfg.hook_dims`, side by side."""
 
     architecture = "crosscoder"
-    traits = replace(TopKSAE.traits, kind="crosscoder")
+    traits = replace(TopKSAE.traits, kind="crosscoder", extra_files=(PROFILE_FILE,))
 
     def __init__(self, cfg):
         if not cfg.hook_dims:

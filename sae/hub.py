@@ -37,7 +37,6 @@ from visae.sae.registry import architecture_traits
 
 MANIFEST_FILE = "visae_manifest.json"
 MANIFEST_FORMAT = "visae-hub-manifest/1"
-SAE_FILES = (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE)
 
 
 @contextmanager
@@ -66,14 +65,57 @@ def reaching_the_hub(what: str) -> Iterator[None]:
 
 
 def default_sae_id(cfg: dict[str, Any]) -> str:
-    """`<hook>/<architecture>[-k<k>]-x<expansion>`, e.g. blocks.9.resid_post/topk-k32-x16."""
+    """`<hooks>/<architecture>[-k<k>]-x<expansion>`, e.g. blocks.9.resid_post/topk-k32-x16; a transcoder's hooks are
+    `<hook>-to-<out hook>`, a crosscoder's `<hook>+<hook>+...`, and its expansion is over one hook's width."""
     meta = cfg.get("metadata") or {}
     trained = (meta.get("visae_training_config") or {}).get("architecture", cfg["architecture"])
-    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    width = f"x{d_sae // d_in}" if d_sae % d_in == 0 else f"n{d_sae}"
+    d_in, d_sae = _hook_width(cfg), int(cfg["d_sae"])
+    width = f"x{d_sae // d_in}" if d_in and d_sae % d_in == 0 else f"n{d_sae}"
     k = (meta.get("visae_training_config") or {}).get("k", cfg.get("k"))
     name = f"{trained}-k{k}-{width}" if k and architecture_traits(trained).uses_k else f"{trained}-{width}"
-    return f"{meta.get('hook_name') or 'sae'}/{name}"
+    hooks = "+".join(hooks_read(cfg)) or "sae"
+    if meta.get("hook_name_out"):
+        hooks += f"-to-{meta['hook_name_out']}"
+    return f"{hooks}/{name}"
+
+
+def _hook_width(cfg: dict[str, Any]) -> int:
+    """The width the expansion factor is over: d_in, or a crosscoder's hooks' common width (0 if they differ)."""
+    dims = {int(d) for d in cfg.get("hook_dims") or [cfg["d_in"]]}
+    return dims.pop() if len(dims) == 1 else 0
+
+
+def hooks_read(cfg: dict[str, Any]) -> list[str]:
+    """The hooks a dictionary reads: a crosscoder's `hook_names`, else its one `hook_name` (none if unrecorded)."""
+    meta = cfg.get("metadata") or {}
+    return list(meta.get("hook_names") or ([meta["hook_name"]] if meta.get("hook_name") else []))
+
+
+def folder_files(folder: Path) -> list[str]:
+    """The files of a dictionary folder that are published with it: cfg.json, the weights, the sparsity and its
+    architecture's own files (a crosscoder's hook_profile.safetensors), where present as regular files; nothing
+    else (not `eval/`, notes or symlinks)."""
+    cfg = json.loads((folder / CFG_FILE).read_text())
+    names = (CFG_FILE, WEIGHTS_FILE, SPARSITY_FILE, *architecture_traits(cfg["architecture"]).extra_files)
+    return [name for name in names if (folder / name).is_file() and not (folder / name).is_symlink()]
+
+
+def _hooks_entry(cfg: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
+    """The dictionary's kind and, for a transcoder or crosscoder, the hooks it reads and writes with their widths
+    and, where `figures` (metadata and eval summary) have it, each hook's FVU (a transcoder's is its output's)."""
+    meta = cfg.get("metadata") or {}
+    kind = architecture_traits(cfg["architecture"]).kind
+    if kind == "transcoder":
+        out = meta.get("hook_name_out")
+        fvu = figures.get("fvu")
+        return {"kind": kind, "hook_name_out": out, "d_out": cfg.get("d_out"),
+                "fvu_per_hook": {out: fvu} if out and fvu is not None else None}
+    if kind == "crosscoder":
+        per_hook = figures.get("per_hook") or {}
+        fvus = {hook: per_hook[hook].get("fvu") for hook in hooks_read(cfg) if hook in per_hook}
+        return {"kind": kind, "hook_names": hooks_read(cfg), "hook_dims": [int(d) for d in cfg["hook_dims"]],
+                "fvu_per_hook": fvus or None}
+    return {"kind": kind}
 
 
 def manifest_entry(folder: Path, sae_id: str) -> dict[str, Any]:
@@ -84,7 +126,7 @@ def manifest_entry(folder: Path, sae_id: str) -> dict[str, Any]:
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     figure = lambda key: meta.get(key, summary.get(key))  # noqa: E731
     files = {name: {"sha256": file_sha256(folder / name), "size": (folder / name).stat().st_size}
-             for name in SAE_FILES if (folder / name).is_file()}
+             for name in folder_files(folder)}
     return {
         "path": sae_id,
         "architecture": (meta.get("visae_training_config") or {}).get("architecture", cfg["architecture"]),
@@ -99,6 +141,7 @@ def manifest_entry(folder: Path, sae_id: str) -> dict[str, Any]:
         "l0": figure("l0"),
         "dead_fraction": figure("dead_fraction"),
         "training_tokens": meta.get("training_tokens"),
+        **_hooks_entry(cfg, {**summary, **(meta.get("eval_summary") or {}), "fvu": figure("fvu")}),
         "files": files,
     }
 

@@ -27,6 +27,40 @@ def _figure(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _fvus(entry: dict[str, Any]) -> str:
+    per_hook = entry.get("fvu_per_hook") or {}
+    return ", ".join(f"{hook} {_figure(fvu, '.4f')}" for hook, fvu in per_hook.items()) or "–"
+
+
+def _reads_and_writes(entry: dict[str, Any]) -> tuple[str, str, str]:
+    """(hooks read, hooks written, widths) of a transcoder or crosscoder manifest entry."""
+    if entry["kind"] == "transcoder":
+        return (f"`{entry.get('hook_name') or '–'}`", f"`{entry.get('hook_name_out') or '–'}`",
+                f"d_in {entry['d_in']}, d_out {entry.get('d_out')}, {entry['d_sae']} latents")
+    hooks = ", ".join(f"`{hook}`" for hook in entry.get("hook_names") or [])
+    return hooks, f"each of {hooks}", f"{' + '.join(map(str, entry['hook_dims']))}, {entry['d_sae']} latents"
+
+
+def multi_hook_section(saes: dict[str, dict[str, Any]]) -> str:
+    """The card's table of transcoders (one hook read, another predicted) and crosscoders (several hooks read and
+    reconstructed through shared latents); empty when the repo holds SAEs only."""
+    rows = [f"| `{sae_id}` | {s['kind']} | {' | '.join(_reads_and_writes(s))} | {s.get('k') or '–'} | {_fvus(s)} |"
+            for sae_id, s in sorted(saes.items()) if s.get("kind") in ("transcoder", "crosscoder")]
+    if not rows:
+        return ""
+    return f"""
+## Transcoders and crosscoders
+
+A transcoder reads one hook and predicts another (`cfg.json` adds `d_out`; SAELens's transcoder format); a
+crosscoder reads several hooks, each with its own encoder and decoder, its latents shared (`hook_dims`, and
+`hook_profile.safetensors`: each latent's decoder norm at each hook). FVU is measured at the hooks written.
+
+| SAE id | kind | reads | writes | widths | k | FVU per hook |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def render_model_card(repo_id: str, manifest: dict[str, Any], base_model: str | None = None) -> str:
     saes = manifest["saes"]
     models = sorted({s.get("model_name") for s in saes.values() if s.get("model_name")})
@@ -62,7 +96,7 @@ figures and the sha256 of each file.
 {rows}
 
 {FVU_NOTE}
-
+{multi_hook_section(saes)}
 ## Load
 
 ```python

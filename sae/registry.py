@@ -28,6 +28,7 @@ class ArchitectureTraits:
     # What it reads: "sae" (one hook, reconstructed), "transcoder" (one hook, predicting another: `d_out`) or
     # "crosscoder" (several hooks at once, each reconstructed: `hook_dims`).
     kind: str = "sae"
+    extra_files: tuple[str, ...] = ()  # files its folder holds besides cfg.json, weights and sparsity (published too)
 
     @property
     def uses_k(self) -> bool:

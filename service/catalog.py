@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,8 @@ from safetensors.numpy import load_file
 
 from visae.eval.results import EvalResults
 from visae.sae import SAE
+from visae.sae.crosscoder import PROFILE_FILE
+from visae.service.multi_hook import Hooks, decoder_norms_by_hook, hook_profile, transcoder_sides
 
 DICTIONARY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LABEL_COLUMNS = ("text_label", "best_factor", "top_label", "patch_top_label")
@@ -111,9 +114,20 @@ class Dictionary:
     def n_features(self) -> int:
         return self.results.n_features
 
+    @cached_property
+    def hooks(self) -> Hooks:
+        return Hooks.of(self.cfg, self.sae, self.hook)
+
+    @cached_property
+    def refused(self) -> dict[str, str]:
+        """Operations that do not apply to this dictionary (a transcoder's interventions, ...), each with why."""
+        models = (self.cfg.get("metadata") or {}).get("model_names") or [self.model]
+        return self.hooks.refused([hide_paths(m) or "" for m in models])
+
     @property
     def is_mlp_hidden(self) -> bool:
-        return bool(self.hook) and self.hook.endswith("mlp_hidden")
+        """Whether the decoder writes one `mlp_hidden` hook, whose neuron basis is privileged."""
+        return [hook.endswith("mlp_hidden") for hook in self.hooks.written] == [True]
 
     def summary(self) -> dict:
         figures = {k: self.results.summary.get(k) for k in SUMMARY_FIGURES}
@@ -128,6 +142,8 @@ class Dictionary:
             "d_sae": self.n_features,
             "k": self.cfg.get("k"),
             "evaluated": self.evaluated,
+            **self.hooks.summary(),
+            "refused": self.refused,
             **figures,
             "links": {"page": f"/d/{self.id}", "json": f"/api/dictionaries/{self.id}"},
         }
@@ -142,7 +158,15 @@ class Dictionary:
             "sort_columns": self.sort_columns,
             "default_sort": self.default_sort,
             "labels": self.labels,
+            "per_hook": self._multi_hook_figure("per_hook"),
+            "hook_profile": self._multi_hook_figure("hook_profile"),
         }
+
+    def _multi_hook_figure(self, key: str) -> dict | None:
+        """A crosscoder's figures by hook (`per_hook`, `hook_profile`): `visae eval`'s, else those of the closing
+        evaluation of training in the metadata."""
+        metadata = self.cfg.get("metadata") or {}
+        return self.results.summary.get(key) or metadata.get(key) or (metadata.get("eval_summary") or {}).get(key)
 
     # -- feature browser -----------------------------------------------------------------------------------
     @cached_property
@@ -234,9 +258,22 @@ class Dictionary:
                           "histogram": hist},
             "similar": self.similar(feature),
             "top_neurons": self.top_neurons(feature) if self.is_mlp_hidden else None,
+            "sides": self._sides(feature) if self.hooks.kind == "transcoder" else None,
+            "hook_profile": (hook_profile(self.hooks.read, self.hook_norms[feature])
+                             if self.hooks.kind == "crosscoder" else None),
             "links": {"page": f"/d/{self.id}/features/{feature}",
                       "json": f"/api/dictionaries/{self.id}/features/{feature}"},
         }
+
+    def _sides(self, feature: int) -> dict:
+        """A transcoder latent's input side (with the latents reading alike) and output side (with those writing
+        alike, the output hook's FVU, and the neurons written for an `mlp_hidden` output)."""
+        mean_act = self.results.feature(feature).row.get("mean_act")
+        sides = transcoder_sides(self.hooks, self.cfg, self.decoder_norms, feature, mean_act)
+        sides["input"]["similar"] = self.similar(feature, by="encoder")
+        sides["output"] |= {"fvu": self.results.summary.get("fvu"), "similar": self.similar(feature),
+                            "top_neurons": self.top_neurons(feature) if self.is_mlp_hidden else None}
+        return sides
 
     def _examples(self, view, which: str) -> list[dict]:
         images = view.top_images if which == "top" else view.quantile_images
@@ -259,14 +296,28 @@ class Dictionary:
 
     @cached_property
     def _unit_decoder(self) -> torch.Tensor:
-        with torch.no_grad():
-            weights = self.sae.W_dec.detach().float()
-            return weights / weights.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return _unit_rows(self.sae.W_dec)
 
-    def similar(self, feature: int, n: int = 12) -> list[dict]:
-        """The features whose decoder directions are closest to this one's (cosine)."""
+    @cached_property
+    def _unit_encoder(self) -> torch.Tensor:
+        return _unit_rows(self.sae.W_enc.T)
+
+    @cached_property
+    def decoder_norms(self) -> np.ndarray:
+        """Each latent's decoder row norm (raw units of the hooks written)."""
         with torch.no_grad():
-            cosine = self._unit_decoder @ self._unit_decoder[feature]
+            return self.sae.W_dec.detach().double().norm(dim=1).numpy()
+
+    @cached_property
+    def hook_norms(self) -> np.ndarray:
+        """A crosscoder's decoder norm of each latent at each hook [d_sae, n_hooks] (`multi_hook.hook_profile`)."""
+        return decoder_norms_by_hook(self._inside(self.path / PROFILE_FILE), self.sae)
+
+    def similar(self, feature: int, n: int = 12, by: Literal["decoder", "encoder"] = "decoder") -> list[dict]:
+        """The features whose decoder (or encoder: `by`) directions are closest to this one's (cosine)."""
+        unit = self._unit_encoder if by == "encoder" else self._unit_decoder
+        with torch.no_grad():
+            cosine = unit @ unit[feature]
             cosine[feature] = -2.0
             values, indices = cosine.topk(min(n, self.n_features - 1))
         return [{"feature": int(i), "cosine": round(float(v), 4), "label": self.short_label(int(i)),
@@ -327,6 +378,12 @@ class Dictionary:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
                 raise IndexError(f"image {image}'s thumbnail in {self.id} is not a regular file; it is not served")
             return file.read()
+
+
+def _unit_rows(weights: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        rows = weights.detach().float()
+        return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def _weights_only_results(path: Path, cfg: dict, sae: SAE) -> EvalResults:

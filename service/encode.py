@@ -50,18 +50,23 @@ class Encoding:
 
 
 def encode_image(dictionary: Dictionary, image: Image.Image) -> Encoding:
+    """The image through the dictionary's model and encoder: an SAE's or transcoder's input hook, or every hook a
+    crosscoder reads, side by side."""
+    if "encode" in dictionary.refused:
+        raise ApiError(409, "not_applicable", f"{dictionary.id} cannot encode images: {dictionary.refused['encode']}")
     model, lock = model_for(dictionary)
-    if not dictionary.hook:
+    if not dictionary.hooks.read:
         raise ApiError(409, "no_hook", f"{dictionary.id} does not record its hook point, so images cannot be encoded")
     try:
         shown = model.preprocess.resize_crop(image.convert("RGB"))
     except ImageBoundsError as err:  # the model's resize would exceed the pixel budget
         raise ApiError(422, "image_too_large_to_resize", str(err)) from None
     pixels = model.preprocess(image.convert("RGB"))
-    hook = model.canonical(dictionary.hook)
+    hooks = [model.canonical(hook) for hook in dictionary.hooks.read]
     layout = model.layout
     with lock, torch.no_grad():
-        acts = model.run_with_cache(pixels[None].to(model.device), [hook])[hook][0].float().cpu()
+        cache = model.run_with_cache(pixels[None].to(model.device), hooks)
+        acts = torch.cat([cache[hook][0] for hook in hooks], dim=-1).float().cpu()
         codes = dictionary.sae.encode(acts.to(dictionary.sae.W_dec.dtype)).float()
     kind = dictionary.token_kind
     kept = torch.as_tensor(layout.indices(kind), dtype=torch.long)
@@ -87,6 +92,7 @@ def encoding_json(dictionary: Dictionary, encoding: Encoding, source: dict) -> d
         "dictionary": dictionary.id,
         "source": source,
         "token_kind": dictionary.token_kind,
+        "refused": dictionary.refused,
         "image": _data_url(encoding.pixels),
         "size": list(encoding.pixels.shape[:2]),
         "grid": None if patches is None else list(patches.shape[:2]),

@@ -35,6 +35,8 @@ def intervention_json(dictionary: Dictionary, image: Image.Image, ablate: list[i
                       hook: str | None, source: dict) -> dict:
     """The image's predictions clean and with `ablate` switched off and `boost` clamped to scale × their typical
     maximum (the median activation over their top evaluation images)."""
+    if "intervene" in dictionary.refused:
+        raise ApiError(409, "not_applicable", f"{dictionary.id}: {dictionary.refused['intervene']}")
     if len(ablate) + len(boost) > MAX_EDITS:
         raise ApiError(422, "too_many_edits", f"{len(ablate) + len(boost)} features edited at once; the limit is "
                                               f"{MAX_EDITS}")

@@ -41,6 +41,12 @@ def describe(results) -> str:
                      f"top-1 agreement {down['top1_sae']:.3f}")
     if "cosine_sae" in down:
         lines.append(f"spliced embedding cosine {down['cosine_sae']:.4f}")
+    for hook, one in s.get("per_hook", {}).items():
+        lines.append(f"  {hook}: FVU {one['fvu']:.4f}")
+    for hook, down in s.get("downstream_per_hook", {}).items():
+        mean = down.get("mean_over_heads", {})
+        if "kl_sae" in mean:
+            lines.append(f"  spliced at {hook}: KL sae {mean['kl_sae']:.4g} / zero {mean['kl_zero']:.4g}")
     if s.get("coverage_0_9") is not None:
         lines.append(f"Coverage@0.9 {s['coverage_0_9']:.3f}")
     lines.append(f"report     {results.report_path}")
@@ -49,6 +55,8 @@ def describe(results) -> str:
 
 COMMAND = Command(
     EvalArguments, run, help="evaluate a dictionary and write its feature table and HTML report",
-    description="Evaluate an SAE folder on an activation store (--store), or on a model and image source "
-                "(--model with --images, harvested to a temporary store), and write DICTIONARY/eval. Metrics follow "
-                "docs/metrics.md; the summary figures are also written into the SAE's cfg.json metadata.")
+    description="Evaluate a dictionary folder (SAE, transcoder or crosscoder) on an activation store holding every "
+                "hook it reads (--store), or on a model and image source (--model with --images, harvested to a "
+                "temporary store), and write DICTIONARY/eval. A transcoder is scored on its output hook and spliced in "
+                "its place; a crosscoder per hook. Metrics follow docs/metrics.md; the summary figures are also "
+                "written into the dictionary's cfg.json metadata.")

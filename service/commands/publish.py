@@ -39,6 +39,7 @@ def run(options: PublishOptions) -> int:
 
 COMMAND = Command(
     PublishOptions, run, help="upload SAE folders to a Hugging Face Hub repo",
-    description="Upload SAE folders (cfg.json + sae_weights.safetensors) to --repo in one commit, as "
-                "<hook>/<architecture>-k<k>-x<expansion>/ folders (or --sae-ids), with a README.md model card "
-                "and visae_manifest.json (figures and sha256 of every file). SAEs already in the repo are kept.")
+    description="Upload SAE, transcoder or crosscoder folders (every file in each, eval/ aside) to --repo in one "
+                "commit, as <hook>/<architecture>-k<k>-x<expansion>/ folders (a transcoder's <hook>-to-<out hook>/..., "
+                "a crosscoder's <hook>+<hook>/...; or --sae-ids), with a README.md model card and "
+                "visae_manifest.json (figures and sha256 of every file). SAEs already in the repo are kept.")

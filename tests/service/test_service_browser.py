@@ -4,6 +4,8 @@ loaded, and an upload whose feature list and heatmap appear. Screenshots go to t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -39,8 +41,8 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, base_url):
+@contextmanager
+def open_page(browser, base_url: str) -> Iterator:
     """A fresh page that records console errors and any request that leaves the server (there must be none)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -51,9 +53,17 @@ def page(browser, base_url):
     page.on("request", lambda req: urlparse(req.url).netloc not in (own, "") and not req.url.startswith("data:")
             and page.foreign.append(req.url))
     page.set_default_timeout(60_000)
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
     assert page.foreign == [], "the UI must work offline"
+
+
+@pytest.fixture
+def page(browser, base_url):
+    with open_page(browser, base_url) as opened:
+        yield opened
 
 
 def shot(page, name: str) -> None:

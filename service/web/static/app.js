@@ -51,6 +51,12 @@ function figures(container, items) {
   );
 }
 
+// What a dictionary reads and writes, in words: one hook (SAE), in → out (transcoder), the hooks (crosscoder).
+function hooksText(d) {
+  if (d.kind === "transcoder") return `${fmt(d.hooks[0])} → ${fmt(d.out_hook)}`;
+  return d.hooks && d.hooks.length ? d.hooks.join(" + ") : fmt(d.hook);
+}
+
 const pathParts = () => location.pathname.split("/").filter(Boolean).map(decodeURIComponent);
 const ready = () => document.body.setAttribute("data-ready", "true");
 
@@ -62,10 +68,11 @@ async function indexPage() {
     ...data.dictionaries.map((d) =>
       el("tr", {},
         el("td", {}, el("a", { href: d.links.page, text: d.id }), d.evaluated ? "" : el("span", { class: "muted", text: " (not evaluated)" })),
-        el("td", { text: fmt(d.model) }), el("td", { text: fmt(d.hook) }), el("td", { text: fmt(d.token_kind) }),
+        el("td", { text: d.kind }), el("td", { text: fmt(d.model) }), el("td", { class: "hooks", text: hooksText(d) }),
+        el("td", { text: fmt(d.token_kind) }),
         el("td", { text: fmt(d.d_sae) }), el("td", { text: fmt(d.fvu) }), el("td", { text: fmt(d.l0, 1) }),
         el("td", { text: fmt(d.dead_fraction) }),
-        el("td", {}, el("a", { href: `/d/${d.id}/encode`, text: "encode" }))))
+        el("td", {}, d.refused.encode ? "" : el("a", { href: `/d/${d.id}/encode`, text: "encode" }))))
   );
   ready();
 }
@@ -78,8 +85,10 @@ async function dictionaryPage() {
   const info = await api(`/api/dictionaries/${id}`);
   $("#title").textContent = `${id}: features`;
   $("#encode-link").href = `/d/${id}/encode`;
-  figures($("#summary"), [["model", info.model], ["hook", info.hook], ["tokens", info.token_kind], ["latents", info.d_sae],
-    ["FVU", info.fvu], ["L0", info.l0], ["dead", info.dead_fraction], ["coverage@0.9", info.coverage_0_9]]);
+  figures($("#summary"), [["kind", info.kind], ["model", info.model], [info.kind === "transcoder" ? "reads → writes" : "hooks", hooksText(info)],
+    ["tokens", info.token_kind], ["latents", info.d_sae], ["FVU", info.fvu], ["L0", info.l0], ["dead", info.dead_fraction],
+    ["coverage@0.9", info.coverage_0_9], ...hookFigures(info)]);
+  if (info.refused.encode) $("#encode-link").hidden = true;
   const params = new URLSearchParams(location.search);
   $("#sort").replaceChildren(...info.sort_columns.map((c) => el("option", { value: c, text: c })));
   $("#sort").value = params.get("sort") || info.default_sort;
@@ -115,6 +124,15 @@ async function dictionaryPage() {
   await load();
 }
 
+// A crosscoder's FVU at each hook and the share of its latents exclusive to each hook (or shared).
+function hookFigures(info) {
+  const perHook = Object.entries(info.per_hook || {}).map(([hook, f]) => [`FVU ${hook}`, f.fvu]);
+  const profile = info.hook_profile;
+  if (!profile) return perHook;
+  return [...perHook, ...Object.entries(profile.exclusive_fraction).map(([hook, v]) => [`exclusive to ${hook}`, v]),
+    ["shared by several hooks", profile.shared_fraction]];
+}
+
 function featureCard(f, sort) {
   const label = f.text_label || f.best_factor || (f.top_label !== null && f.top_label !== undefined && f.top_label !== -1 ? f.top_label : "");
   return el("a", { class: "feature-card", href: f.page },
@@ -148,14 +166,58 @@ async function featurePage() {
   }
   $("#quantiles").replaceChildren(...data.quantiles.map((x) => tile(x, `quantile sample ${x.slot + 1}`)));
   histogram($("#histogram"), data.frequency);
-  $("#similar").replaceChildren(...data.similar.map((x) =>
-    el("li", {}, el("a", { href: x.page, text: `#${x.feature}` }), ` cos ${fmt(x.cosine)} `, el("span", { class: "muted", text: x.label || "" }))));
+  $("#similar").replaceChildren(...data.similar.map(similarItem));
+  if (data.sides) showSides(data.sides);
+  if (data.hook_profile) showHookProfile(data.hook_profile);
   if (data.top_neurons) {
     $("#neurons-section").hidden = false;
     $("#neurons").replaceChildren(...data.top_neurons.map((n) => el("li", { text: `neuron ${n.neuron}: ${fmt(n.weight, 4)}` })));
   }
   await Promise.all([...document.querySelectorAll("#top img")].map((img) => img.decode().catch(() => null)));
   ready();
+}
+
+const similarItem = (x) =>
+  el("li", {}, el("a", { href: x.page, text: `#${x.feature}` }), ` cos ${fmt(x.cosine)} `, el("span", { class: "muted", text: x.label || "" }));
+
+// A transcoder latent: the hook it reads (its top images below are its activations there) and the hook it writes.
+function showSides(sides) {
+  const { input, output } = sides;
+  $("#sides-section").hidden = false;
+  $("#similar-section").hidden = true;  // the output side lists the decoder-cosine neighbours
+  $("#top-title").textContent = `Top images: input side, activation read from ${input.hook}`;
+  const side = (container, name, verb, s, items, listTitle) => {
+    const list = el("div", { class: "figures" });
+    figures(list, items);
+    container.replaceChildren(el("h3", { text: `${name} side: ${verb} ${fmt(s.hook)} (${s.width} dims)` }),
+      el("p", { class: "muted", text: s.shows }), list, el("h4", { text: listTitle }),
+      el("ol", { class: "plain" }, ...s.similar.map(similarItem)));
+    container.dataset.hook = s.hook;
+  };
+  side($("#input-side"), "Input", "reads", input, [["hook read", input.hook], ["width", input.width]],
+    "Reads most like (encoder cosine)");
+  side($("#output-side"), "Output", "writes", output, [["hook written", output.hook], ["width", output.width],
+    ["decoder norm", output.decoder_norm], ["norm percentile", output.decoder_norm_percentile],
+    ["write at mean act", output.write_at_mean_act], ["output mean norm", output.output_mean_norm], ["output FVU", output.fvu]],
+    "Writes most like (decoder cosine)");
+  if (output.top_neurons) {
+    $("#output-side").append(el("h4", { text: "Neurons written most" }),
+      el("ol", { class: "plain" }, ...output.top_neurons.map((n) => el("li", { text: `neuron ${n.neuron}: ${fmt(n.weight, 4)}` }))));
+  }
+}
+
+// A crosscoder latent: its decoder norm at each hook as bars (the longest bar spans the full width).
+function showHookProfile(profile) {
+  $("#profile-section").hidden = false;
+  const longest = Math.max(...profile.hooks.map((h) => h.norm), 1e-12);
+  $("#hook-profile").replaceChildren(...profile.hooks.map((h) =>
+    el("div", { class: "profile-row", "data-hook": h.hook, "data-norm": String(h.norm), "data-share": String(h.share) },
+      el("span", { class: "profile-hook", text: h.hook }),
+      el("span", { class: "profile-track" }, el("span", { class: "profile-bar", style: `width: ${(100 * h.norm / longest).toFixed(1)}%` })),
+      el("span", { class: "profile-value", text: `${fmt(h.norm, 3)} · ${(100 * h.share).toFixed(1)}%` }))));
+  const where = profile.exclusive_to ? `exclusive to ${profile.exclusive_to}` : "shared by several hooks";
+  $("#profile-note").textContent = `This latent is ${where} (exclusive: at least ${100 * profile.exclusive_share_threshold}% ` +
+    `of its summed norms at one hook). Bars: ${profile.units}; the percentage is the hook's share of the summed norms.`;
 }
 
 function describeEffect(output, size) {
@@ -263,7 +325,7 @@ function showEncoding(id, data, file) {
   canvas.onclick = (e) => { const rc = patchAt(e); pinned = pinned && rc && pinned[0] === rc[0] && pinned[1] === rc[1] ? null : rc; describePatch(rc); draw(); };
   if (!data.grid) $("#patch-info").textContent = `this dictionary reads ${data.token_kind} tokens: no per-patch map`;
 
-  const intervention = interventions(id, data, file);
+  const intervention = data.refused.intervene ? noInterventions(data.refused.intervene) : interventions(id, data, file);
   $("#encoded").replaceChildren(...data.top_features.map((f) => {
     const item = el("li", { class: "encoded-feature", tabindex: "0" },
       el("a", { href: f.page, text: `#${f.feature}` }), ` ${fmt(f.activation)} `, el("span", { class: "muted", text: f.label || "" }),
@@ -319,6 +381,14 @@ function interventions(id, data, file) {
 
   $("#boost-scale").onchange = () => { if ([...edits.values()].includes("boost")) start(); };
   return { run: start, controls };
+}
+
+// A dictionary whose edits the service does not run (a transcoder, a crosscoder): say why, offer no controls.
+function noInterventions(why) {
+  const section = $("#intervention");
+  section.hidden = false;
+  section.replaceChildren(el("h2", { text: "Predictions" }), el("p", { class: "note", id: "no-intervention", text: why }));
+  return { run: () => null, controls: () => "" };
 }
 
 function showPredictions(answer) {
