@@ -26,7 +26,8 @@ def hook_profile_columns(sae: CrossCoder, hooks: Sequence[str],
     norms = sae.decoder_norms().detach().cpu()
     share = norms / norms.sum(1, keepdim=True).clamp_min(1e-12)
     best_share, best_hook = share.max(1)
-    exclusive = [hooks[h] if s >= EXCLUSIVE_SHARE else SHARED for s, h in zip(best_share.tolist(), best_hook.tolist())]
+    exclusive: list[str] = [str(hooks[h]) if s >= EXCLUSIVE_SHARE else SHARED
+                            for s, h in zip(best_share.tolist(), best_hook.tolist())]
     columns: dict[str, np.ndarray | list[str]] = {norm_column(hook): norms[:, i].numpy()
                                                   for i, hook in enumerate(hooks)}
     columns["hook_exclusive"] = exclusive

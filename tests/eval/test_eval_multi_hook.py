@@ -20,6 +20,7 @@ from visae.eval.downstream import as_heads
 from visae.eval.evaluate import SourceImages, evaluate
 from visae.eval.hook_profile import norm_column
 from visae.sae import SAE
+from visae.sae.crosscoder import CrossCoder
 from visae.training.config import TrainConfig
 from visae.training.run import train
 
@@ -147,7 +148,9 @@ def test_a_crosscoder_is_scored_and_spliced_at_each_hook(store, crosscoder):
 
 def test_a_crosscoders_feature_table_profiles_where_each_latent_lives(crosscoder):
     sae_dir, results = crosscoder
-    norms = SAE.load(sae_dir).decoder_norms().numpy()
+    sae = SAE.load(sae_dir)
+    assert isinstance(sae, CrossCoder)
+    norms = sae.decoder_norms().numpy()
     features = results.features
     for i, hook in enumerate(CROSS):
         np.testing.assert_allclose(features[norm_column(hook)].to_numpy(), norms[:, i], rtol=1e-6)
