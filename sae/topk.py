@@ -85,11 +85,17 @@ def detached_pre_acts(sae: SAE, batch: Float[Tensor, "batch d_batch"]) -> PreAct
     return PreActs(scaled_in, target, pre, select)
 
 
+# The anchors' base LR (2e-4 at 2^14 latents). The TopK family's SAEs train at 4x it (docs/logbook.md, entry 2);
+# transcoders and crosscoders keep it: at 4x they lost latents that AuxK could not revive (entry 3).
+ANCHOR_TOPK_LR = 2e-4
+
+
 class TopKSAE(SAE):
     """Keep the k largest pre-activations per token (then ReLU); unit-norm decoder rows."""
 
     architecture = "topk"
-    traits = ArchitectureTraits(sparsity="k", base_lr=8e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0)
+    traits = ArchitectureTraits(sparsity="k", base_lr=4 * ANCHOR_TOPK_LR, lr_scales_with_d_in=True,
+                                sparsity_warmup=0.0)
 
     def encode_sparse(self, x: Float[Tensor, "batch d_in"]) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"]]:
         """(values [B, k], indices [B, k]) of the code of raw inputs x [B, d_in]."""
