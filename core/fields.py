@@ -11,6 +11,7 @@ against its annotated type, for configs built from JSON or by hand, where no par
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import math
@@ -23,14 +24,14 @@ import tyro
 from omegaconf import MISSING
 
 
-class Rule:
+class Rule(abc.ABC):
     """What a field accepts: `problem` says what is wrong with a value (None: nothing), `describe` states the rule."""
 
-    def describe(self) -> str:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def describe(self) -> str: ...
 
-    def problem(self, value: Any) -> str | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def problem(self, value: Any) -> str | None: ...
 
     def hint(self, default: str) -> str:
         """tyro's help hint: the default, then the rule."""
