@@ -11,12 +11,18 @@ that a token was sent, and it lets tests corrupt or delete stored files.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -296,3 +302,31 @@ class HubDouble:
                 self._send(200, f.data, headers, head=head)
 
         return Handler
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_TOKEN = "hf_visaeServiceTestToken0123456789"
+
+
+def clean_env(**extra) -> dict:
+    """This environment without HF_ settings, with wandb off and one thread, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(WANDB_MODE="disabled", OMP_NUM_THREADS="1", HF_HUB_DISABLE_TELEMETRY="1", **extra)
+    return env
+
+
+@contextlib.contextmanager
+def python_against_hub(home: Path) -> Iterator[tuple[HubDouble, Callable[..., subprocess.CompletedProcess]]]:
+    """A running HubDouble and `run(*args)`: `python *args` whose Hub client talks to it, its cache under `home`."""
+    hub = HubDouble().start()
+    env = clean_env(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(home), HF_TOKEN=TEST_TOKEN,
+                    HF_HUB_DISABLE_PROGRESS_BARS="1")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, cwd=REPO_ROOT,
+                              timeout=300)
+
+    try:
+        yield hub, run
+    finally:
+        hub.stop()

@@ -4,27 +4,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from hub_double import HubDouble
+from hub_double import REPO_ROOT, clean_env, python_against_hub
 
 pytestmark = pytest.mark.slow
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(WANDB_MODE="disabled", OMP_NUM_THREADS="1", HF_HUB_DISABLE_TELEMETRY="1",
-               **extra)
-    return env
 
 
 def free_port() -> int:
@@ -69,19 +59,12 @@ print(json.dumps({"listed": listed, "similar": len(feature["similar"]), "top": f
 
 
 def test_serve_a_repo_from_the_hub(built, tmp_path):
-    hub = HubDouble().start()
-    try:
-        env = clean_env(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"),
-                        HF_TOKEN="hf_visaeServiceTestToken0123456789", HF_HUB_DISABLE_PROGRESS_BARS="1")
-        run = lambda *args: subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,  # noqa: E731
-                                           cwd=REPO_ROOT, timeout=300)
+    with python_against_hub(tmp_path / "hf_home") as (_, run):
         published = run("-m", "visae", "publish", str(built.resid), "--repo", "visae-test/served")
         assert published.returncode == 0, published.stderr
         served = run("-c", SERVE_FROM_HUB, "visae-test/served")
         assert served.returncode == 0, served.stderr
         answer = json.loads(served.stdout.strip().splitlines()[-1])
-    finally:
-        hub.stop()
     listed = answer["listed"]
     assert len(listed) == 1 and listed[0]["id"].startswith("visae-test-served--blocks.1.resid_post")
     assert listed[0]["hook"] == "blocks.1.resid_post" and listed[0]["d_sae"] == 128

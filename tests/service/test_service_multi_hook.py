@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +14,11 @@ import pytest
 import torch
 import yaml
 from fastapi.testclient import TestClient
-from hub_double import HubDouble
+from hub_double import python_against_hub
 from PIL import Image
 from safetensors.numpy import load_file, save_file
 from service_multi_hook import CROSS_HOOKS, MLP_IN, MLP_OUT, MultiHookBuilt
 from skimage import data as skdata
-from test_service_cli import REPO_ROOT, clean_env
 
 from visae.eval.results import EvalResults
 from visae.service.app import create_app
@@ -138,12 +135,7 @@ print(json.dumps({"listed": listed, "features": features}))
 
 
 def test_both_kinds_publish_pull_and_serve_through_the_hub(multi_hook: MultiHookBuilt, tmp_path):
-    hub = HubDouble().start()
-    try:
-        env = clean_env(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"),
-                        HF_TOKEN="hf_visaeServiceTestToken0123456789", HF_HUB_DISABLE_PROGRESS_BARS="1")
-        run = lambda *args: subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,  # noqa: E731
-                                           cwd=REPO_ROOT, timeout=300)
+    with python_against_hub(tmp_path / "hf_home") as (hub, run):
         published = run("-m", "visae", "publish", str(multi_hook.transcoder), str(multi_hook.crosscoder),
                         "--repo", "visae-test/multi")
         assert published.returncode == 0, published.stderr
@@ -153,8 +145,6 @@ def test_both_kinds_publish_pull_and_serve_through_the_hub(multi_hook: MultiHook
         assert pulled.returncode == 0, pulled.stderr
         served = run("-c", SERVE_FROM_HUB, "visae-test/multi")
         assert served.returncode == 0, served.stderr
-    finally:
-        hub.stop()
     trans_id = f"{MLP_IN}-to-{MLP_OUT}/topk_skip_transcoder-k8-n64"
     for sae_id, folder in ((trans_id, multi_hook.transcoder), (cross_id, multi_hook.crosscoder)):
         names = sorted(p.name for p in folder.iterdir() if p.is_file())
