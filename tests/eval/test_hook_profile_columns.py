@@ -19,5 +19,5 @@ def test_each_latent_is_named_by_the_hook_it_lives_in_or_shared():
         sae.W_dec[2] = 1.0  # at both alike
     columns, summary = hook_profile_columns(sae, HOOKS, np.array([True, True, False]))
     assert columns["hook_exclusive"] == [HOOKS[0], HOOKS[1], SHARED]
-    np.testing.assert_allclose(columns[norm_column(HOOKS[0])], [2.0, 0.0, 2.0])
+    np.testing.assert_allclose(np.asarray(columns[norm_column(HOOKS[0])], dtype=float), [2.0, 0.0, 2.0])
     assert summary["n_latents"] == 2 and summary["exclusive_fraction"] == {HOOKS[0]: 0.5, HOOKS[1]: 0.5}
