@@ -342,20 +342,25 @@ def quality(args, dl) -> dict:
     """Every set of --sets (or --store alone): the libraries' figures on it, its targets, and one table."""
     from peer_sets import ActivationSet, build
 
-    sets = [(ActivationSet("store", args.store, args.hook), args.expansion)] if args.store else [
-        (build(name), float(expansion or args.expansion)) for name, _, expansion in
-        (spec.partition(":") for spec in args.sets.split(","))]
+    sets = [(ActivationSet("store", args.store, args.hook), {})] if args.store else [
+        (build(name), set_options(options))
+        for name, _, options in (spec.partition(":") for spec in args.sets.split(","))]
     out = {}
-    for activation_set, expansion in sets:
+    for activation_set, options in sets:
         print(f"[peers] set {activation_set.name}", file=sys.stderr)
-        out[activation_set.name] = quality_on(args, dl, activation_set, expansion)
+        out[activation_set.name] = quality_on(argparse.Namespace(**{**vars(args), **options}), dl, activation_set)
     print(table(out))
     return out
 
 
-def quality_on(args, dl, activation_set, expansion: float) -> dict:
+def set_options(options: str) -> dict:
+    """A --sets entry's options after its name, EXPANSION[:TOKENS] (each may be empty): what it overrides."""
+    expansion, _, tokens = options.partition(":")
+    return {**({"expansion": float(expansion)} if expansion else {}), **({"tokens": float(tokens)} if tokens else {})}
+
+
+def quality_on(args, dl, activation_set) -> dict:
     """Each library trained on one set's stream (visae: every architecture of --architectures), then evaluated."""
-    args = argparse.Namespace(**{**vars(args), "expansion": expansion})
     truth = activation_set.truth_directions()
     truth = None if truth is None else torch.from_numpy(truth)
     with tempfile.TemporaryDirectory(prefix="visae-peers-") as tmp:
@@ -452,6 +457,10 @@ def visae_lr(n: int, d: int) -> float:
     return default_lr("topk", n, d)
 
 
+# The widest sets train at 4x width and 1M tokens (about 250 steps) so the whole table fits an hour of 2 CPU cores.
+DEFAULT_SETS = "toy-resid,toy-mlp:4:2e6,synthetic:16:1.05e6,vit-b:4:1e6,anisotropic:4:1e6"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--d", type=int, default=384, help="speed: input width")
@@ -460,8 +469,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096)
     p.add_argument("--steps", type=int, default=3, help="speed: training steps per timed run")
     p.add_argument("--repeats", type=int, default=3, help="speed: interleaved rounds; figures are medians")
-    p.add_argument("--sets", default="toy-resid,toy-mlp,synthetic,vit-b:4,anisotropic",
-                   help="quality: the activation sets of bench/peer_sets.py, NAME or NAME:EXPANSION")
+    p.add_argument("--sets", default=DEFAULT_SETS,
+                   help="quality: the activation sets of bench/peer_sets.py, NAME[:EXPANSION[:TOKENS]] "
+                        "(defaults: --expansion, --tokens)")
     p.add_argument("--store", default=None, help="quality: one activation store instead of --sets")
     p.add_argument("--architectures", default="topk,batchtopk,matryoshka_batchtopk",
                    help="quality: the visae architectures to train (the peers train TopK)")

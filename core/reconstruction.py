@@ -96,3 +96,24 @@ class ReconstructionStats:
                     "dead_fraction": float((fire_counts == 0).double().mean()),
                     "dense_fraction_10": float((fire_counts / self.n > DENSE_FREQUENCY).double().mean())}
         return out
+
+
+class HookStats:
+    """A dictionary's reconstructions over all its hooks together (`total`, counting firings given `d_sae`), plus
+    one accumulator per hook when it reconstructs several (a crosscoder: `slices`, each hook's columns of the
+    concatenated reconstruction, as `SAE.hook_slices` gives them)."""
+
+    def __init__(self, slices: list[slice], d_sae: int = 0, device: torch.device | str = "cpu"):
+        self.slices = slices
+        self.total = ReconstructionStats(slices[-1].stop, d_sae, device)
+        self.per_hook = [ReconstructionStats(s.stop - s.start, 0, device) for s in slices] if len(slices) > 1 else []
+
+    def update(self, target: Float[Tensor, "batch d"], x_hat: Float[Tensor, "batch d"],
+               z: Float[Tensor, "batch d_sae"] | None = None) -> None:
+        self.total.update(target, x_hat, z)
+        for where, stats in zip(self.slices, self.per_hook):
+            stats.update(target[:, where], x_hat[:, where])
+
+    def all_reduce(self) -> None:
+        for stats in (self.total, *self.per_hook):
+            stats.all_reduce()

@@ -27,7 +27,7 @@ from visae.activation_store.sources import open_source
 from visae.activation_store.store import ActivationStore
 from visae.activation_store.verify import check_store
 from visae.core.devices import resolve_device
-from visae.core.reconstruction import FVU_DEFINITION, ReconstructionStats
+from visae.core.reconstruction import FVU_DEFINITION, HookStats
 from visae.eval.auroc import AUROC_DEFINITION
 from visae.eval.codes import CodeCollector, Codes, sparse_shape
 from visae.eval.config import EvalConfig
@@ -311,9 +311,7 @@ def _store_pass(cfg, sae, store, target: Target, n_images: int):
     """Reconstruction statistics of everything the dictionary reconstructs (and of each hook, when it reconstructs
     several), firing statistics and the sparse codes, in one pass over the store."""
     hooks = target.hooks
-    recon = ReconstructionStats(d=sum(hooks.widths[hook] for hook in hooks.writes), device=cfg.device)
-    per_hook = {hook: ReconstructionStats(d=hooks.widths[hook], device=cfg.device)
-                for hook in hooks.writes} if len(hooks.writes) > 1 else {}
+    stats = HookStats(sae.hook_slices(), device=cfg.device)
     firing = FiringStats(d_sae=sae.cfg.d_sae)
     collector = CodeCollector(sae.cfg.d_sae, target.layout)
     bar = tqdm(total=n_images * len(target.store_tokens), desc="encoding", unit="tok", unit_scale=True,
@@ -326,13 +324,12 @@ def _store_pass(cfg, sae, store, target: Target, n_images: int):
             truth = flat if hooks.writes == hooks.reads else target.read(store, hooks.writes, start, stop).to(
                 cfg.device).reshape(flat.shape[0], -1)
             x_hat, z = sae.forward_with_latents(flat)
-            recon.update(truth, x_hat)
-            for stats, where in zip(per_hook.values(), sae.hook_slices()):
-                stats.update(truth[:, where], x_hat[:, where])
+            stats.update(truth, x_hat)
             firing.update(z)
             collector.update(z.reshape(x.shape[0], x.shape[1], -1).cpu())
             bar.update(flat.shape[0])
-    return recon, {hook: stats.result() for hook, stats in per_hook.items()}, firing, collector.finish()
+    per_hook = {hook: one.result() for hook, one in zip(hooks.writes, stats.per_hook)}
+    return stats.total, per_hook, firing, collector.finish()
 
 
 def _per_latent(cfg, codes: Codes, truth: GroundTruth, firing: FiringStats):

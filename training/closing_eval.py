@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from visae.core import distributed
-from visae.core.reconstruction import ReconstructionStats
+from visae.core.reconstruction import HookStats
 from visae.training.config import TrainConfig
 from visae.training.data import BatchStream, loader_device
 from visae.training.hook_set import HookSet
@@ -62,7 +62,7 @@ def evaluate_many(saes: list, cfg: TrainConfig, hooks: HookSet, device: torch.de
     batch = min(cfg.batch_size, cfg.eval_tokens)
     shares = [distributed.share(batch, world, r) for r in range(world)]
     stream = BatchStream(hooks.loader(cfg, shares[distributed.rank()], seed, loader_device(device)), device)
-    all_stats = [HookStats(sae, device) for sae in saes]
+    all_stats = [HookStats(sae.hook_slices(), sae.cfg.d_sae, device) for sae in saes]
     for sae in saes:
         sae.eval()
     for _ in range(max(1, math.ceil(cfg.eval_tokens / batch))):
@@ -81,27 +81,6 @@ def evaluate_many(saes: list, cfg: TrainConfig, hooks: HookSet, device: torch.de
             stats.all_reduce()
         out.append((run_summary(stats, hooks.hooks), stats.total.freq()))
     return out
-
-
-class HookStats:
-    """The accumulator of a dictionary's reconstructions over all its hooks together (`total`), plus one per hook
-    when it reconstructs several (a crosscoder: `SAE.hook_slices`)."""
-
-    def __init__(self, sae, device: torch.device):
-        self.slices = sae.hook_slices()
-        self.total = ReconstructionStats(self.slices[-1].stop, sae.cfg.d_sae, device)
-        self.per_hook = [ReconstructionStats(s.stop - s.start, 0, device) for s in self.slices] if len(
-            self.slices) > 1 else []
-
-    def update(self, target: Float[Tensor, "batch d"], x_hat: Float[Tensor, "batch d"],
-               z: Float[Tensor, "batch d_sae"]) -> None:
-        self.total.update(target, x_hat, z)
-        for where, stats in zip(self.slices, self.per_hook):
-            stats.update(target[:, where], x_hat[:, where])
-
-    def all_reduce(self) -> None:
-        for stats in (self.total, *self.per_hook):
-            stats.all_reduce()
 
 
 def run_summary(stats: HookStats, hooks: tuple[str, ...] = ()) -> dict:

@@ -121,9 +121,9 @@ Version {TOY_VERSION}: {"CLS heads plus per-patch heads" if m.patch_heads else "
 - Settings: {json.dumps(train)}.
 - AdamW, linear warm-up then cosine decay, gradient clipping; deterministic on CPU
   (`torch.manual_seed({cfg.seed})`, `torch.use_deterministic_algorithms(True)`, {cfg.threads} thread(s)).
-- Reproduce: `visae zoo train-toy --seed {cfg.seed} --steps {cfg.steps}`.
-- Training time: {record['train_seconds'] / 60:.1f} min on {platform.machine()} CPU ({os.cpu_count()} cores, shared
-  with other jobs while it ran); final training loss {record['final_loss']:.3f} (sum over the heads).
+- Reproduce: `visae zoo train-toy --seed {cfg.seed} --steps {cfg.steps} --threads {cfg.threads}`.
+- Training time: {record['train_seconds'] / 60:.1f} min on {platform.machine()} CPU ({os.cpu_count()} cores); final
+  training loss {record['final_loss']:.3f} (sum over the heads).
 
 ## Held-out accuracy
 On `{cfg.held_out_spec()}` (a seed never used in training):

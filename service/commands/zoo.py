@@ -23,7 +23,7 @@ def train_toy(options: ToyTrainOptions) -> int:
     cfg = ToyTrainConfig(**{f.name: getattr(options, f.name) for f in fields(ToyTrainConfig)})
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got steps={cfg.steps}, batch_size={cfg.batch_size}")
-    torch.set_num_threads(cfg.threads)  # evaluation and probes too: one thread copes best with a busy CPU
+    torch.set_num_threads(cfg.threads)  # evaluation and probes too
     module, record = train_toy_vit(cfg)
     weights, card = write_toy_release(module, cfg, record, options.out, probe_images=options.probe_images)
     print(f"trained in {record['train_seconds'] / 60:.1f} min\nweights: {weights}\nmodel card: {card}")
