@@ -8,7 +8,9 @@ Components, each mapped to [0, 1] (1 = most interpretable) and kept as its own c
   - c_mono      = clip((MS − MS₀) / (1 − MS₀), 0, 1): the monosemanticity score above the baseline MS₀ that a
                   latent firing equally on every image would get (the mean pairwise cosine of the reference
                   embeddings), so an encoder whose embeddings are all alike does not lift every latent;
-  - c_density   = clip(−log10(freq) / 2, 0, 1): 1 at ≤ 1% firing frequency, 0.5 at 10%, 0 when always on.
+  - c_density   = clip(−log10(freq), 0, 1): 1 at ≤ 10% firing frequency, 0.5 at 32%, 0 when always on. It
+                  penalises dense latents only: rarity is no sign of meaning (too-rare latents are left out by
+                  MIN_IMAGES instead), and rewarding it ranked rare conjunction latents first (docs/metrics.md).
 score_label_free = mean of the available label-free components (c_coherence, c_mono, c_density).
 score = c_auroc where the latent has a ground-truth AUROC, else score_label_free.
 Dead latents and latents firing on fewer than MIN_IMAGES images (too rare to judge) get neither score and rank
@@ -25,7 +27,7 @@ LABEL_FREE = ("c_coherence", "c_mono", "c_density")
 SCORE_DEFINITION = (
     f"score = c_auroc = clip(2(best_auroc-0.5),0,1) where ground-truth factors exist, else score_label_free = mean "
     "of available c_coherence = clip(moran_i,0,1), c_mono = clip((MS-MS0)/(1-MS0),0,1) with MS0 the mean pairwise "
-    "cosine of the reference embeddings, c_density = clip(-log10(freq)/2,0,1); latents firing on fewer than "
+    "cosine of the reference embeddings, c_density = clip(-log10(freq),0,1); latents firing on fewer than "
     f"{MIN_IMAGES} images get no score and rank after every scored latent; rank 1 = best (docs/metrics.md)."
 )
 
@@ -40,7 +42,7 @@ def add_score_and_rank(features: pd.DataFrame, ms_baseline: float = 0.0) -> pd.D
         return out[name] if name in out else nan
 
     with np.errstate(divide="ignore"):
-        out["c_density"] = np.clip(-np.log10(out["freq"].to_numpy(dtype=float)) / 2, 0, 1)
+        out["c_density"] = np.clip(-np.log10(out["freq"].to_numpy(dtype=float)), 0, 1)
     out["c_auroc"] = np.clip(2 * (column("best_auroc") - 0.5), 0, 1)
     out["c_coherence"] = np.clip(column("moran_i"), 0, 1)
     out["c_mono"] = np.clip((column("monosemanticity") - ms_baseline) / max(1.0 - ms_baseline, 1e-12), 0, 1)

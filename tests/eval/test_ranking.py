@@ -18,7 +18,7 @@ def table(n: int, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def test_components_are_normalised_as_documented():
-    features = pd.DataFrame({"feature": [0, 1], "freq": [0.001, 0.1], "n_images_fired": [50, 50],
+    features = pd.DataFrame({"feature": [0, 1], "freq": [0.1, 10**-0.5], "n_images_fired": [50, 50],
                              "best_auroc": [1.0, 0.75], "moran_i": [0.6, -0.2], "monosemanticity": [0.8, 0.4]})
     out = add_score_and_rank(features, ms_baseline=0.6)
     assert out["c_auroc"].tolist() == pytest.approx([1.0, 0.5])
