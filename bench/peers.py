@@ -44,7 +44,8 @@ then run this script with /tmp/dl-venv/bin/python, or put its site-packages on P
 (PYTHONPATH=/tmp/dl-venv/lib/python3.11/site-packages python bench/peers.py).
 
     python bench/peers.py [--d 384 --n 6144 --k 32 --batch 4096 --steps 3 --repeats 3]
-                          [--store STORE --hook blocks.-2.resid_post --tokens 4e6 --eval-tokens 262144]
+                          [--sets toy-resid,toy-mlp:4:2e6,... | --store STORE --hook blocks.-2.resid_post]
+                          [--tokens 4e6 --eval-tokens 262144]
                           [--eval-store train|heldout|PATH] [--saelens-lr default,visae]
                           [--skip-speed] [--skip-quality]
 """
