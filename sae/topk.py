@@ -2,7 +2,8 @@
 
 Loss units (as in sparsify): `fvu` = sum ||x - x_hat||^2 / sum ||x - mean(x)||^2 over the batch, and
 `auxk` = aux_coeff * min(n_dead / k_aux, 1) * the same ratio for the residual e = x - x_hat
-reconstructed from the k_aux largest pre-activations of dead latents.
+reconstructed from the k_aux largest pre-activations of dead latents (see `auxk_loss` for the two ways
+visae's AuxK differs from Gao et al.'s, so that it cannot trap the latents it is meant to revive).
 """
 
 from __future__ import annotations
@@ -38,14 +39,36 @@ def auxk_loss(sae: SAE, dead_pre: Float[Tensor, "batch d_sae"], residual: Float[
 
     `dead_pre` are the pre-activations with live latents at -inf (see `mask_live`). `select(code)`
     re-attaches the chosen pre-activations to autograd when they were computed without it. With
-    `dead_count`, at most that many latents are selected (see `TrainState.dead_count`)."""
+    `dead_count`, at most that many latents are selected (see `TrainState.dead_count`).
+
+    Two changes to Gao et al.'s AuxK keep it from killing the latents it should revive (docs/logbook.md,
+    entry 5). The ReLU on the selected values is straight-through: a dead latent whose pre-activations are
+    negative on every token still gets AuxK's gradient, which raises it when its decoder row points along the
+    residual. And when the sum of hundreds of dead latents overshoots the small residual, the auxiliary
+    reconstruction is scaled back to it by the least-squares factor (held constant in the backward pass), so
+    that its gradient no longer pushes every one of them below zero at once."""
     k_aux = min(sae.cfg.k_aux, sae.cfg.d_sae)
     picks = min(k_aux, dead_count) if dead_count else k_aux
     code = SparseCode.from_topk(topk_indices(dead_pre, picks), sae.cfg.d_sae)
     values = code.gather(dead_pre) if select is None else select(code)
-    recon = decode_code(values.relu(), code, sae.W_dec)
+    values = values.masked_fill(~torch.isfinite(values.detach()), 0.0)  # live latents picked when too few are dead
+    recon = decode_code(straight_through_relu(values), code, sae.W_dec)
+    target = residual.detach()
     scale = (dead_mask.sum() / k_aux).clamp(max=1.0).to(dead_pre.dtype)
-    return sae.cfg.aux_coeff * scale * fraction_unexplained(residual.detach(), recon)
+    return sae.cfg.aux_coeff * scale * fraction_unexplained(target, recon * overshoot_scale(target, recon))
+
+
+def straight_through_relu(values: Float[Tensor, " nnz"]) -> Float[Tensor, " nnz"]:
+    """ReLU in the forward pass, the identity in the backward pass."""
+    return values + (values.relu() - values).detach()
+
+
+def overshoot_scale(target: Float[Tensor, "batch d"], recon: Float[Tensor, "batch d"]) -> Float[Tensor, ""]:
+    """The least-squares factor that brings `recon` back to `target` when it overshoots along it (a factor in
+    (0, 1)); else 1, so a reconstruction pointing away from the target keeps its whole gradient. No gradient."""
+    with torch.no_grad():
+        factor = (target * recon).sum() / recon.pow(2).sum().clamp_min(1e-12)
+        return torch.where((factor > 0) & (factor < 1), factor, torch.ones_like(factor))
 
 
 def mask_live(pre: Float[Tensor, "*batch d_sae"], dead_mask: Bool[Tensor, " d_sae"],

@@ -51,9 +51,15 @@ def dense_reference(sae: BatchTopKSAE, x: torch.Tensor, dead: torch.Tensor | Non
         dead_pre = pre.masked_fill(~dead, float("-inf"))
         k_aux = min(cfg.k_aux, cfg.d_sae)
         top = dead_pre.topk(k_aux, dim=-1)
-        z_aux = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
+        values = top.values.masked_fill(torch.isinf(top.values.detach()), 0.0)  # live latents picked: nothing
+        straight_through = values + (values.relu() - values).detach()  # ReLU forward, identity backward
+        aux = torch.zeros_like(pre).scatter(1, top.indices, straight_through) @ sae.W_dec
+        residual = (target - recon).detach()
+        with torch.no_grad():  # an overshoot along the residual is scaled back to it
+            factor = float((residual * aux).sum() / aux.pow(2).sum())
+        factor = factor if 0 < factor < 1 else 1.0
         scale = min(float(dead.sum()) / k_aux, 1.0)
-        parts["auxk"] = cfg.aux_coeff * scale * dense_fvu((target - recon).detach(), z_aux @ sae.W_dec)
+        parts["auxk"] = cfg.aux_coeff * scale * dense_fvu(residual, aux * factor)
     return parts, z
 
 

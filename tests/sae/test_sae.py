@@ -8,6 +8,7 @@ import torch
 from visae.sae import SAE, BatchTopKSAE, JumpReLUSAE, SAEConfig, TopKSAE, TrainState, create_sae
 from visae.sae.base import geometric_median
 from visae.sae.kernels.sparse_decode import decode_topk, decode_triples
+from visae.sae.topk import auxk_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -176,6 +177,46 @@ def test_auxk_revives_dead_latents_gradient(data):
     assert float(grad[:, :32].abs().sum()) == 0
     no_dead = sae.training_losses(data, TrainState(dead_mask=torch.zeros(64, dtype=torch.bool)))
     assert float(no_dead.parts["auxk"]) == 0
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_auxk_raises_a_latent_negative_on_every_token(data, arch):
+    """A dead latent whose pre-activations are below zero on every token still gets AuxK's gradient (the ReLU is
+    straight-through), and it is raised when its decoder row points along the residual: with a plain ReLU it would
+    stay dead for good (docs/logbook.md, entry 5)."""
+    sae = create_sae(small_cfg(arch, k_aux=8))
+    sae.init_from_data(data)
+    with torch.no_grad():
+        sae.b_enc[32] = -1e3
+        residual = sae.scale_input(data) - sae.training_losses(data, TrainState()).x_hat * sae.input_scale
+        sae.W_dec[32] = residual.sum(0) / residual.sum(0).norm()
+    assert float(sae.pre_acts(data)[:, 32].max()) < 0
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[32] = True
+    sae.training_losses(data, TrainState(dead_mask=dead)).parts["auxk"].backward()
+    assert sae.b_enc.grad is not None
+    assert float(sae.b_enc.grad[32]) < 0  # gradient descent raises its pre-activations
+
+
+def test_auxk_scales_an_overshoot_back_to_the_residual():
+    """When the dead latents' reconstruction overshoots the residual along its own direction (here 3x), AuxK
+    fits it back instead of pushing every selected latent down: no loss, no gradient."""
+    sae = create_sae(small_cfg("topk", k_aux=8))
+    direction = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    with torch.no_grad():
+        sae.W_dec[5] = direction
+    size = torch.rand(64) + 0.5
+    residual = size[:, None] * direction
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[5] = True
+    dead_pre = torch.full((64, 64), float("-inf"))
+    dead_pre[:, 5] = 3 * size
+    dead_pre.requires_grad_(True)
+    loss = auxk_loss(sae, dead_pre, residual, dead)
+    loss.backward()
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    assert dead_pre.grad is not None
+    assert float(dead_pre.grad.abs().max()) < 1e-6  # unscaled, this overshoot's gradient is about 0.1 per value
 
 
 def test_sparsity_warmup_scales_penalty(data):
