@@ -190,7 +190,7 @@ def test_auxk_raises_a_latent_negative_on_every_token(data, arch):
         sae.b_enc[32] = -1e3
         residual = sae.scale_input(data) - sae.training_losses(data, TrainState()).x_hat * sae.input_scale
         sae.W_dec[32] = residual.sum(0) / residual.sum(0).norm()
-    assert float(sae.pre_acts(data)[:, 32].max()) < 0
+    assert float(sae.pre_acts(data)[:, 32].max().detach()) < 0
     dead = torch.zeros(64, dtype=torch.bool)
     dead[32] = True
     sae.training_losses(data, TrainState(dead_mask=dead)).parts["auxk"].backward()
