@@ -214,7 +214,7 @@ def test_auxk_scales_an_overshoot_back_to_the_residual():
     dead_pre.requires_grad_(True)
     loss = auxk_loss(sae, dead_pre, residual, dead)
     loss.backward()
-    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-6)
     assert dead_pre.grad is not None
     assert float(dead_pre.grad.abs().max()) < 1e-6  # unscaled, this overshoot's gradient is about 0.1 per value
 
