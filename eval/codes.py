@@ -1,5 +1,6 @@
 """Latent activations of every evaluation token, kept sparse, and what is read off them per latent:
-top images (max over patches), top patches, activation-quantile images and patch heatmaps."""
+top images (max over patches), top patches, activation-quantile images and patch heatmaps, and the image-level
+activation scored against image-level ground truth (max over every token, CLS and registers included)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ class CodeCollector:
     """Streams `[images, tokens, latents]` codes in image order into sparse token- and image-level matrices.
 
     `layout` is the layout of the tokens the codes are for. An image's activation is its max over patch tokens
-    (over all of its tokens when there are no patches, e.g. CLS-only dictionaries).
+    (over all of its tokens when there are no patches, e.g. CLS-only dictionaries): what its top images and
+    heatmaps show. Its activation over every token (CLS and registers too) is kept beside it, for image-level
+    facts such as an object count, which a model writes into its CLS token rather than into any one patch.
     """
 
     n_latents: int
@@ -31,6 +34,7 @@ class CodeCollector:
     n_images: int = 0
     _token_parts: list = field(default_factory=list)
     _image_parts: list = field(default_factory=list)
+    _all_token_parts: list = field(default_factory=list)
 
     @property
     def image_token_positions(self) -> list[int]:
@@ -47,6 +51,7 @@ class CodeCollector:
         self._token_parts.append(_to_coo(z.reshape(b * t, -1), row_offset=self.n_images * t))
         image_act = z[:, self.image_token_positions].max(1).values
         self._image_parts.append(_to_coo(image_act, row_offset=self.n_images))
+        self._all_token_parts.append(_to_coo(z.max(1).values, row_offset=self.n_images))
         self.n_images += b
 
     def finish(self) -> Codes:
@@ -54,6 +59,7 @@ class CodeCollector:
             tokens=_stack(self._token_parts, (self.n_images * self.layout.n_tokens, self.n_latents)),
             images=_stack(self._image_parts, (self.n_images, self.n_latents)),
             layout=self.layout,
+            images_all_tokens=_stack(self._all_token_parts, (self.n_images, self.n_latents)),
         )
 
 
@@ -72,8 +78,9 @@ def _stack(parts: list, shape: tuple[int, int]) -> sp.csc_matrix:
 @dataclass
 class Codes:
     tokens: sp.csc_matrix  # [n_images * n_tokens, n_latents]
-    images: sp.csc_matrix  # [n_images, n_latents]
+    images: sp.csc_matrix  # [n_images, n_latents]: max over patch tokens (all tokens when there are none)
     layout: TokenLayout
+    images_all_tokens: sp.csc_matrix  # [n_images, n_latents]: max over every token (image-level ground truth)
 
     @property
     def n_images(self) -> int:

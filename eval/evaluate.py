@@ -257,8 +257,8 @@ def _evaluate(cfg, sae_dir, sae, store, store_label: str, model, target: Target,
         image_level = image_factor_auroc(codes, truth).summary()
         summary["image_level"] = {"coverage_0_9": image_level["coverage_0_9"],
                                   "factor_auroc": image_level["factor_auroc"],
-                                  "note": "every factor at image level: the latent's max over patches vs the image's "
-                                          "(primary object's) factor value"}
+                                  "note": "every factor at image level: the latent's max over every token vs the "
+                                          "image's (primary object's) factor value"}
     columns["monosemanticity"] = np.full(sae.cfg.d_sae, np.nan)
     columns["text_label"] = [None] * sae.cfg.d_sae
     if model is not None:
@@ -387,7 +387,8 @@ def _probe_ceiling(cfg, store: ActivationStore, target: Target, n_images: int, t
     images (at most `cfg.probe_rows` rows)."""
     patches = list(target.layout.patch_indices)
     n = min(n_images, max(2, cfg.probe_rows // max(len(patches), 1)))
-    data = ProbeData.read(lambda start, stop: target.read(store, target.hooks.reads, start, stop).numpy(), n, patches)
+    data = ProbeData.read(lambda start, stop: target.read(store, target.hooks.reads, start, stop).numpy(), n, patches,
+                          target.layout.cls_index)
     ceiling = probe_ceiling(data, truth.factors, truth.patch_labels, truth.factor_values)
     return {**decodable_coverage(ceiling, latent_auroc), "n_images": n, "per_factor": ceiling}
 
@@ -406,7 +407,7 @@ def _neurons_vs_features(cfg, sae, store, target: Target, neurons: str, codes: C
     subset_truth = GroundTruth(truth.labels[:n], truth.label_names, {k: v[:n] for k, v in truth.factors.items()},
                                truth.factor_values, {k: v[:n] for k, v in truth.patch_labels.items()})
     sae_subset = Codes(codes.tokens.tocsr()[: n * target.layout.n_tokens].tocsc(), codes.images.tocsr()[:n].tocsc(),
-                       codes.layout)
+                       codes.layout, codes.images_all_tokens.tocsr()[:n].tocsc())
     result = {"neuron_hook": neurons, "n_images": n,
               "neuron_basis": _basis_scores(collector.finish(), subset_truth, cfg.top_k),
               "sae_basis": _basis_scores(sae_subset, subset_truth, cfg.top_k), "definition": NEURON_DEFINITION}

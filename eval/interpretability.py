@@ -100,11 +100,11 @@ class FactorMatch:
 
 
 def image_factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
-    """AUROC of every latent's per-image activation (max over patches) for every image-level factor value."""
+    """AUROC of every latent's per-image activation (max over every token) for every image-level factor value."""
     blocks, names = [], []
     for factor, values in truth.factor_values.items():
         if factor in truth.factors:
-            blocks.append(auroc_matrix(codes.images, truth.factors[factor].astype(np.int64), len(values)))
+            blocks.append(auroc_matrix(codes.images_all_tokens, truth.factors[factor].astype(np.int64), len(values)))
             names += [f"{factor}={v}" for v in values]
     auc = np.concatenate(blocks, axis=1) if blocks else np.zeros((sparse_shape(codes.images)[1], 0))
     return FactorMatch(auc=auc, value_names=names, level=["image"] * len(names))
@@ -112,7 +112,8 @@ def image_factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
 
 def factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
     """AUROC of every latent for every factor value: patch-level where patch labels exist and the codes cover
-    patch tokens, image-level (max over patches) otherwise.
+    patch tokens, image-level otherwise (the latent's max over every token of the image, CLS and registers
+    included: a model writes image-level facts such as an object count into its CLS token).
 
     Patch level takes the lower of two AUROCs: against all other patches (background included) and against the
     other labelled patches only. The first alone rewards a generic object detector (most negatives are
@@ -124,7 +125,7 @@ def factor_auroc(codes: Codes, truth: GroundTruth) -> FactorMatch:
         if patch_codes is not None and factor in truth.patch_labels:
             labels, matrix, level = truth.patch_labels[factor].reshape(-1).astype(np.int64), patch_codes, "patch"
         elif factor in truth.factors:
-            labels, matrix, level = truth.factors[factor].astype(np.int64), codes.images, "image"
+            labels, matrix, level = truth.factors[factor].astype(np.int64), codes.images_all_tokens, "image"
         else:
             continue
         auc = auroc_matrix(matrix, labels, len(values))

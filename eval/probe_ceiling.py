@@ -6,8 +6,9 @@ A dictionary can only be blamed for missing a value that is in the activations a
 is the share of the values the probe decodes (AUROC >= 0.9) that some single latent detects with AUROC >= 0.9.
 The levels follow the latents' AUROC: patch level (the probe reads each patch token, strict AUROC) where the
 store has patch labels for the factor and the SAE's tokens include patches; image level otherwise (the probe
-reads the mean of the SAE's patch tokens, or of all its tokens when it has no patches). Even store images train
-the probes, odd images are held out, as for the segmentation metrics.
+reads the mean of the SAE's patch tokens beside its CLS token, as the latents are scored by their max over every
+token: a count is written into the CLS token, not into any one patch). Even store images train the probes, odd
+images are held out, as for the segmentation metrics.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ PROBE_CEILING_DEFINITION = (
     "probe_auroc = held-out AUROC of a one-vs-rest logistic-regression probe on the raw activation vector at the "
     "hook (standardised, ridge 1e-4, L-BFGS; even images train, odd images held out), per factor value, at the "
     "level of the latents' AUROC (patch level strict as theirs; image level on the mean of the SAE's patch "
-    "tokens). decodable = probe_auroc >= 0.9. coverage_0_9_decodable = share of the decodable values that some "
+    "tokens concatenated with its CLS token, where it reads both). decodable = probe_auroc >= 0.9. coverage_0_9_decodable = share of the decodable values that some "
     "latent detects with AUROC >= 0.9; coverage_0_9 is the raw share of all values (docs/metrics.md)."
 )
 
@@ -35,19 +36,24 @@ class ProbeData:
 
     acts: np.ndarray  # float32 [n_images, tokens, d]
     patch_positions: list[int]  # indices of the patch tokens among `tokens`, in grid order
+    cls_position: int | None = None  # index of the CLS token among `tokens`, if the SAE reads it
 
     @classmethod
     def read(cls, read: Callable[[int, int], np.ndarray], n_images: int, patch_positions: list[int],
-             batch: int = 256) -> ProbeData:
+             cls_position: int | None = None, batch: int = 256) -> ProbeData:
         """`read(start, stop)` returns the SAE's tokens of those store images, [b, tokens, d]."""
         parts = [np.asarray(read(s, min(s + batch, n_images)), dtype=np.float32) for s in range(0, n_images, batch)]
-        return cls(np.concatenate(parts), patch_positions)
+        return cls(np.concatenate(parts), patch_positions, cls_position)
 
     def rows(self, level: str) -> np.ndarray:
-        """Patch level: [n_images × patches, d], image-major; image level: the mean over patch tokens, [n_images, d]."""
+        """Patch level: [n_images × patches, d], image-major. Image level: the mean over patch tokens (all tokens when
+        there are none), with the CLS token beside it when there are both, [n_images, d or 2d]."""
         if level == "patch":
             return self.acts[:, self.patch_positions].reshape(-1, self.acts.shape[-1])
-        return self.acts[:, self.patch_positions or slice(None)].mean(1)
+        pooled = self.acts[:, self.patch_positions or slice(None)].mean(1)
+        if self.cls_position is None or not self.patch_positions:
+            return pooled
+        return np.concatenate([pooled, self.acts[:, self.cls_position]], axis=1)
 
 
 def probe_ceiling(data: ProbeData, factors: dict[str, np.ndarray], patch_labels: dict[str, np.ndarray],

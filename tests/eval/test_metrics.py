@@ -143,7 +143,8 @@ def test_patch_auroc_punishes_generic_object_and_background_latents():
             [0.0, 0.0, 1.0],
         ]
     )
-    codes = Codes(sp.csc_matrix(tokens), sp.csc_matrix(tokens.max(0, keepdims=True)), layout)
+    image = sp.csc_matrix(tokens.max(0, keepdims=True))
+    codes = Codes(sp.csc_matrix(tokens), image, layout, image)
     truth = GroundTruth(np.array([-1]), None, {}, {"shape": ["square", "circle"]}, {"shape": labels})
     auc = factor_auroc(codes, truth).auc  # [latent, value]
     assert auc[1, 0] == pytest.approx(1.0)  # clean square detector
@@ -151,3 +152,26 @@ def test_patch_auroc_punishes_generic_object_and_background_latents():
     assert auc[0, 0] == pytest.approx(0.5)
     # square + background: perfect among objects, but tied with both background patches -> (1 + 0.5 + 0.5) / 3
     assert auc[2, 0] == pytest.approx((1 + 0.5 + 0.5) / 3)
+
+
+def test_image_level_factors_are_scored_over_every_token_cls_included():
+    """A latent that fires only on the CLS token of one-object images is a count detector: scored by its max over
+    every token, not over the patches (where it never fires), which the top images and heatmaps use."""
+    import torch
+
+    from visae.activation_store.layout import TokenLayout
+    from visae.eval.codes import CodeCollector
+    from visae.eval.interpretability import GroundTruth, factor_auroc, image_factor_auroc
+
+    layout = TokenLayout(3, 0, (), (1, 2), (1, 2))  # CLS, then two patches
+    count = np.array([0, 1, 0, 1, 1, 0])
+    z = torch.zeros(6, 3, 2)
+    z[:, 0, 0] = torch.from_numpy(count == 0).float()  # latent 0: CLS of one-object images
+    z[:, 1:, 1] = 1.0  # latent 1: every patch
+    collector = CodeCollector(2, layout)
+    collector.update(z)
+    codes = collector.finish()
+    assert codes.images[:, 0].nnz == 0  # the patch view never sees latent 0
+    truth = GroundTruth(np.full(6, -1), None, {"count": count}, {"count": ["1", "2"]}, {})
+    for match in (factor_auroc(codes, truth), image_factor_auroc(codes, truth)):
+        assert match.auc[0, 0] == pytest.approx(1.0) and match.auc[1, 0] == pytest.approx(0.5)

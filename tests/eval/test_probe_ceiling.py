@@ -58,3 +58,17 @@ def test_decodable_coverage_counts_only_what_the_probe_finds():
     assert out["coverage_0_9_decodable"] == pytest.approx(2 / 3)
     assert out["missed"] == ["shape=b"]
     assert decodable_coverage({}, {})["coverage_0_9_decodable"] is None
+
+
+def test_image_level_probe_reads_the_cls_token_beside_the_patches():
+    """A count the model writes only into its CLS token (as the toy model's CLS heads read it) is decodable."""
+    rng = np.random.default_rng(3)
+    n_images, grid, d = 200, 9, 6
+    acts = rng.normal(size=(n_images, 1 + grid, d))  # a CLS token, then 9 patches
+    count = rng.integers(0, 2, n_images)
+    acts[:, 0, 2] += 6.0 * count
+    data = ProbeData(acts.astype(np.float32), list(range(1, 1 + grid)), cls_position=0)
+    ceiling = probe_ceiling(data, {"count": count}, {}, {"count": ["1", "2"]})
+    assert min(ceiling["count"]["probe_auroc"].values()) > 0.99
+    patches_only = probe_ceiling(ProbeData(data.acts, data.patch_positions), {"count": count}, {}, {"count": ["1", "2"]})
+    assert max(patches_only["count"]["probe_auroc"].values()) < 0.75
