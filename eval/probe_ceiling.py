@@ -25,7 +25,8 @@ PROBE_CEILING_DEFINITION = (
     "probe_auroc = held-out AUROC of a one-vs-rest logistic-regression probe on the raw activation vector at the "
     "hook (standardised, ridge 1e-4, L-BFGS; even images train, odd images held out), per factor value, at the "
     "level of the latents' AUROC (patch level strict as theirs; image level on the mean of the SAE's patch "
-    "tokens concatenated with its CLS token, where it reads both). decodable = probe_auroc >= 0.9. coverage_0_9_decodable = share of the decodable values that some "
+    "tokens concatenated with its CLS token, where it reads both). decodable = probe_auroc >= 0.9. "
+    "coverage_0_9_decodable = share of the decodable values that some "
     "latent detects with AUROC >= 0.9; coverage_0_9 is the raw share of all values (docs/metrics.md)."
 )
 

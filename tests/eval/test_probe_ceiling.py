@@ -70,5 +70,6 @@ def test_image_level_probe_reads_the_cls_token_beside_the_patches():
     data = ProbeData(acts.astype(np.float32), list(range(1, 1 + grid)), cls_position=0)
     ceiling = probe_ceiling(data, {"count": count}, {}, {"count": ["1", "2"]})
     assert min(ceiling["count"]["probe_auroc"].values()) > 0.99
-    patches_only = probe_ceiling(ProbeData(data.acts, data.patch_positions), {"count": count}, {}, {"count": ["1", "2"]})
+    patches_only = probe_ceiling(ProbeData(data.acts, data.patch_positions), {"count": count}, {},
+                                 {"count": ["1", "2"]})
     assert max(patches_only["count"]["probe_auroc"].values()) < 0.75
