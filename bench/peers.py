@@ -248,11 +248,12 @@ def train_visae(store_path: str, hook: str, args, steps: int, work: Path, archit
     sae = SAE.load(train(cfg))
     seconds = time.perf_counter() - start
     resolved = resolve_defaults(cfg, sae.cfg.d_in)
-    schedule = visae_schedule(steps)
+    schedule = visae_schedule(steps, architecture)
     setup = {"lr": resolved.lr, "schedule": f"linear warm-up {schedule.warmup_steps} steps, linear decay to 0 over "
              f"the last {schedule.decay_steps} steps", "grad_clip": cfg.grad_clip,
              "auxk": f"coeff {sae.cfg.aux_coeff:g}, k_aux {sae.cfg.k_aux}, FVU units",
-             "dead_after_tokens": dead_after_tokens(cfg.dead_after_tokens, cfg.dead_max_fraction, cfg.total_tokens),
+             "dead_after_tokens": dead_after_tokens(cfg.dead_after_tokens, resolved.dead_max_fraction,
+                                                    cfg.total_tokens),
              "normalisation": "expected_average_only_in (sqrt(d)/E||x||, E||x|| from the store), folded on save",
              "b_dec_init": "mean of the first batch", "decoder": "unit-norm rows"}
     models = {"": (sae.encode, sae.decode)}
@@ -378,7 +379,7 @@ def quality_on(args, dl, activation_set) -> dict:
                 (f"visae_{arch}" if arch != "topk" else "visae",
                  lambda arch=arch: train_visae(store_path, hook, args, steps, work, arch))
                 for arch in args.architectures.split(",")]
-            for lr in args.saelens_lr.split(","):
+            for lr in filter(None, args.saelens_lr.split(",")):
                 value = {"default": SAELENS_DEFAULT_LR, "visae": visae_lr(n, d)}.get(lr) or float(lr)
                 name = "saelens" if lr == "default" else f"saelens_lr_{lr}"
                 trainers.append((name, lambda value=value, name=name: train_saelens(store, hook, args, steps, value,
@@ -443,13 +444,15 @@ def table(sets: dict) -> str:
     return "\n".join(lines)
 
 
-def visae_schedule(steps: int):
-    """visae's LR schedule under the TrainConfig defaults (as `training.run.build_trainer` makes it)."""
+def visae_schedule(steps: int, architecture: str = "topk"):
+    """visae's LR schedule for `architecture` under the TrainConfig defaults (as `training.build.build_trainer`
+    makes it)."""
+    from visae.sae.registry import architecture_traits
     from visae.training.config import TrainConfig
     from visae.training.schedule import warmup_decay
 
-    cfg = TrainConfig()
-    return warmup_decay(steps, cfg.lr_warmup_steps, cfg.lr_warmup_max_fraction, cfg.lr_decay_fraction)
+    cfg, traits = TrainConfig(), architecture_traits(architecture)
+    return warmup_decay(steps, cfg.lr_warmup_steps, cfg.lr_warmup_max_fraction, traits.lr_decay)
 
 
 def visae_lr(n: int, d: int) -> float:
@@ -488,7 +491,8 @@ def main() -> None:
                         "other shapes images, dataset seed 1), or a store path")
     p.add_argument("--seed", type=int, default=0, help="quality: training stream seed (evaluation uses seed + 1)")
     p.add_argument("--saelens-lr", default="default,visae",
-                   help="quality: comma-separated SAELens LRs to train: default (3e-4), visae (visae's LR), or numbers")
+                   help="quality: comma-separated SAELens LRs to train: default (3e-4), visae (visae's LR), or numbers "
+                        "('': no SAELens run)")
     p.add_argument("--saelens-dead-window", type=int, default=1000,
                    help="quality: SAELens dead_feature_window in steps (its default 1000)")
     p.add_argument("--skip-speed", action="store_true")

@@ -23,7 +23,7 @@ from visae.sae.kernels.batch_select import batch_topk_indices
 from visae.sae.kernels.sparse_code import SparseCode
 from visae.sae.kernels.sparse_decode import decode_code
 from visae.sae.registry import ArchitectureTraits
-from visae.sae.topk import auxk_loss, detached_pre_acts, fraction_unexplained, mask_live
+from visae.sae.topk import TOPK_SAE_RECIPE, auxk_loss, detached_pre_acts, fraction_unexplained, mask_live
 
 if TYPE_CHECKING:
     from jaxtyping import Float, Int
@@ -57,8 +57,8 @@ def smallest_positive(values: Float[Tensor, " nnz"]) -> Float[Tensor, ""]:
 
 class BatchTopKSAE(SAE):
     architecture = "batchtopk"
-    traits = ArchitectureTraits(sparsity="k", base_lr=8e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
-                                needs_calibration=True, saved_as="jumprelu", extra_tensors=("threshold",))
+    traits = ArchitectureTraits(sparsity="k", lr_scales_with_d_in=True, sparsity_warmup=0.0, needs_calibration=True,
+                                saved_as="jumprelu", extra_tensors=("threshold",), **TOPK_SAE_RECIPE)
     threshold: Float[Tensor, ""]  # a buffer (registered in __init__)
 
     def __init__(self, cfg):

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from visae.sae.base import unit_scale
-from visae.sae.topk import ANCHOR_TOPK_LR, TopKSAE, fraction_unexplained
+from visae.sae.topk import ANCHOR_RECIPE, TopKSAE, fraction_unexplained
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,7 +50,7 @@ class CrossCoder(TopKSAE):
     """A TopK crosscoder over the hooks of `cfg.hook_dims`, side by side."""
 
     architecture = "crosscoder"
-    traits = replace(TopKSAE.traits, kind="crosscoder", extra_files=(PROFILE_FILE,), base_lr=ANCHOR_TOPK_LR)
+    traits = replace(TopKSAE.traits, kind="crosscoder", extra_files=(PROFILE_FILE,), **ANCHOR_RECIPE)
 
     def __init__(self, cfg):
         if not cfg.hook_dims:

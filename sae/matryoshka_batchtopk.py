@@ -23,6 +23,7 @@ from visae.sae.kernels.prefix_errors import prefix_errors
 from visae.sae.kernels.sparse_code import SparseCode
 from visae.sae.kernels.sparse_decode import decode_code
 from visae.sae.registry import ArchitectureTraits
+from visae.sae.topk import TOPK_SAE_RECIPE
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -40,8 +41,8 @@ def prefix_groups(code: SparseCode, widths: list[int]) -> SparseCode:
 
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
     architecture = "matryoshka_batchtopk"
-    traits = ArchitectureTraits(sparsity="k", base_lr=8e-4, lr_scales_with_d_in=True, sparsity_warmup=0.0,
-                                needs_calibration=True, saved_as="jumprelu", extra_tensors=("threshold",))
+    traits = ArchitectureTraits(sparsity="k", lr_scales_with_d_in=True, sparsity_warmup=0.0, needs_calibration=True,
+                                saved_as="jumprelu", extra_tensors=("threshold",), **TOPK_SAE_RECIPE)
 
     def reconstruction_parts(self, target: Float[Tensor, "batch d_out"], code: BatchCode,
                              values: Float[Tensor, " nnz"], latent_free: Float[Tensor, "*batch d_out"]) -> tuple[

@@ -22,6 +22,8 @@ class ArchitectureTraits:
     lr_scales_with_d_in: bool  # unit-norm decoder rows: the recipe LR also scales as (768 / d_in) ** 0.5
     sparsity_warmup: float  # share of the run over which the sparsity coefficient ramps up from 0
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    lr_decay: float = 0.2  # share of the run, at its end, over which the LR decays linearly to 0
+    dead_window: float = 0.1  # share of the budget without firing after which a latent is dead (capped in tokens)
     needs_calibration: bool = False  # `calibrate` fits inference statistics after training (BatchTopK's threshold)
     saved_as: str | None = None  # the architecture named in a saved cfg.json; None = its own name
     extra_tensors: tuple[str, ...] = ()  # saved [d_sae] tensors besides W_enc, b_enc, W_dec and b_dec

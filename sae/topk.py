@@ -108,17 +108,20 @@ def detached_pre_acts(sae: SAE, batch: Float[Tensor, "batch d_batch"]) -> PreAct
     return PreActs(scaled_in, target, pre, select)
 
 
-# The anchors' base LR (2e-4 at 2^14 latents). The TopK family's SAEs train at 4x it (docs/logbook.md, entry 2);
-# transcoders and crosscoders keep it: at 4x they lost latents that AuxK could not revive (entry 3).
+# The anchors' base LR (2e-4 at 2^14 latents). The TopK family's SAEs train at 4x it (docs/logbook.md, entry 2),
+# decay it over the last half of the run and count a latent dead after 5% of the budget without firing (entry 6:
+# latents that stop firing while the LR is high come back as it decays). Transcoders and crosscoders keep the
+# anchors' LR and schedule: at 4x they lost latents that AuxK could not revive (entry 3).
 ANCHOR_TOPK_LR = 2e-4
+ANCHOR_RECIPE = {"base_lr": ANCHOR_TOPK_LR, "lr_decay": 0.2, "dead_window": 0.1}
+TOPK_SAE_RECIPE = {"base_lr": 4 * ANCHOR_TOPK_LR, "lr_decay": 0.5, "dead_window": 0.05}
 
 
 class TopKSAE(SAE):
     """Keep the k largest pre-activations per token (then ReLU); unit-norm decoder rows."""
 
     architecture = "topk"
-    traits = ArchitectureTraits(sparsity="k", base_lr=4 * ANCHOR_TOPK_LR, lr_scales_with_d_in=True,
-                                sparsity_warmup=0.0)
+    traits = ArchitectureTraits(sparsity="k", lr_scales_with_d_in=True, sparsity_warmup=0.0, **TOPK_SAE_RECIPE)
 
     def encode_sparse(self, x: Float[Tensor, "batch d_in"]) -> tuple[Float[Tensor, "batch k"], Int[Tensor, "batch k"]]:
         """(values [B, k], indices [B, k]) of the code of raw inputs x [B, d_in]."""

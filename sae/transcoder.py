@@ -34,7 +34,7 @@ from visae.sae.base import SAE, unit_scale
 from visae.sae.batchtopk import BatchTopKSAE
 from visae.sae.jumprelu import JumpReLUSAE
 from visae.sae.standard import StandardSAE
-from visae.sae.topk import ANCHOR_TOPK_LR, TopKSAE
+from visae.sae.topk import ANCHOR_RECIPE, TopKSAE
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -144,9 +144,9 @@ class SkipTranscoder(Transcoder):
 
 
 def _traits(base: type[SAE], saved_as: str | None = None):
-    """The activation's traits as a transcoder's; the TopK family's at the anchors' LR (ANCHOR_TOPK_LR)."""
-    lr = ANCHOR_TOPK_LR if base.traits.uses_k else base.traits.base_lr
-    return replace(base.traits, kind="transcoder", saved_as=saved_as, base_lr=lr)
+    """The activation's traits as a transcoder's; the TopK family's at the anchors' LR and schedule (ANCHOR_RECIPE)."""
+    recipe = ANCHOR_RECIPE if base.traits.uses_k else {}
+    return replace(base.traits, kind="transcoder", saved_as=saved_as, **recipe)
 
 
 class TopKTranscoder(Transcoder, TopKSAE):

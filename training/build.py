@@ -26,7 +26,8 @@ def sae_config(cfg: TrainConfig, shape: dict, metadata: dict) -> SAEConfig:
 
 def build_trainer(sae, cfg: TrainConfig, total_steps: int, data_parallel: bool) -> SAETrainer:
     """The trainer of `sae` under a resolved TrainConfig (`training.config.resolve_defaults`)."""
-    if cfg.lr is None or cfg.adam_betas is None or cfg.sparsity_warmup_fraction is None:
+    if (cfg.lr is None or cfg.adam_betas is None or cfg.sparsity_warmup_fraction is None
+            or cfg.lr_decay_fraction is None or cfg.dead_max_fraction is None):
         raise ValueError("build_trainer needs a resolved TrainConfig (training.config.resolve_defaults)")
     beta1, beta2 = cfg.adam_betas
     return SAETrainer(

@@ -78,7 +78,9 @@ class TrainConfig:
     lr_warmup_steps: Annotated[int, bounds(ge=0)] = 1000  # steps of linear LR warm-up from 0
     lr_warmup_max_fraction: Annotated[float, bounds(ge=0, le=1)] = 0.05
     """short runs warm up over at most this share of their steps"""
-    lr_decay_fraction: Annotated[float, bounds(ge=0, le=1)] = 0.2  # linear decay to 0 over the final share of steps
+    lr_decay_fraction: Annotated[Optional[float], bounds(ge=0, le=1)] = None
+    """linear decay to 0 over the final share of steps; None = the architecture's default (0.5 for the SAEs of the
+    TopK family, else 0.2)"""
     sparsity_warmup_fraction: Annotated[Optional[float], bounds(ge=0, le=1)] = None
     """share of the run over which the sparsity coefficient ramps up from 0; None = the architecture's default"""
     adam_betas: Annotated[Optional[list[float]], bounds(ge=0, lt=1)] = None
@@ -86,8 +88,9 @@ class TrainConfig:
     grad_clip: Annotated[float, bounds(ge=0)] = 1.0  # max global grad norm; 0 disables
     dead_after_tokens: Annotated[int, bounds(ge=1)] = 10_000_000
     """tokens without firing after which a latent is dead (see dead_max_fraction)"""
-    dead_max_fraction: Annotated[float, bounds(gt=0, le=1)] = 0.1
-    """... or this share of total_tokens, whichever is smaller"""
+    dead_max_fraction: Annotated[Optional[float], bounds(gt=0, le=1)] = None
+    """... or this share of total_tokens, whichever is smaller; None = the architecture's default (0.05 for the SAEs
+    of the TopK family, else 0.1)"""
     seed: Annotated[int, bounds(ge=0)] = 0  # seed of the initialisation and of the data order
     # runtime
     device: str = "auto"  # torch device: auto (this rank's GPU if one is visible, else cpu), cpu, cuda, cuda:1, ...
@@ -172,6 +175,8 @@ def resolve_defaults(cfg: TrainConfig, d_in: int) -> TrainConfig:
         sparsity_warmup_fraction=(cfg.sparsity_warmup_fraction if cfg.sparsity_warmup_fraction is not None
                                   else traits.sparsity_warmup),
         adam_betas=list(cfg.adam_betas if cfg.adam_betas is not None else traits.adam_betas),
+        lr_decay_fraction=cfg.lr_decay_fraction if cfg.lr_decay_fraction is not None else traits.lr_decay,
+        dead_max_fraction=cfg.dead_max_fraction if cfg.dead_max_fraction is not None else traits.dead_window,
         run_name=cfg.run_name or default_run_name(cfg),
     )
 
