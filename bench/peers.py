@@ -248,6 +248,7 @@ def train_visae(store_path: str, hook: str, args, steps: int, work: Path, archit
     sae = SAE.load(train(cfg))
     seconds = time.perf_counter() - start
     resolved = resolve_defaults(cfg, sae.cfg.d_in)
+    assert resolved.dead_max_fraction is not None
     schedule = visae_schedule(steps, architecture)
     setup = {"lr": resolved.lr, "schedule": f"linear warm-up {schedule.warmup_steps} steps, linear decay to 0 over "
              f"the last {schedule.decay_steps} steps", "grad_clip": cfg.grad_clip,

@@ -11,6 +11,7 @@ build SAEs through `architecture_class` rather than importing the base class, wh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class ArchitectureTraits:
     def uses_k(self) -> bool:
         """Whether the sparsity is set by `k` (the TopK family) rather than by a coefficient."""
         return self.sparsity == "k"
+
+
+class Recipe(TypedDict):
+    """The training-recipe traits that related architectures share (`ArchitectureTraits(..., **recipe)`)."""
+
+    base_lr: float
+    lr_decay: float
+    dead_window: float
 
 
 _REGISTRY: dict[str, type] = {}

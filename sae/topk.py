@@ -20,7 +20,7 @@ from visae.sae.kernels.sparse_code import SparseCode
 from visae.sae.kernels.sparse_decode import decode_code, decode_topk
 from visae.sae.kernels.sparse_encode import gather_pre_acts
 from visae.sae.kernels.topk_select import topk_indices
-from visae.sae.registry import ArchitectureTraits
+from visae.sae.registry import ArchitectureTraits, Recipe
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float, Int
@@ -113,8 +113,8 @@ def detached_pre_acts(sae: SAE, batch: Float[Tensor, "batch d_batch"]) -> PreAct
 # latents that stop firing while the LR is high come back as it decays). Transcoders and crosscoders keep the
 # anchors' LR and schedule: at 4x they lost latents that AuxK could not revive (entry 3).
 ANCHOR_TOPK_LR = 2e-4
-ANCHOR_RECIPE = {"base_lr": ANCHOR_TOPK_LR, "lr_decay": 0.2, "dead_window": 0.1}
-TOPK_SAE_RECIPE = {"base_lr": 4 * ANCHOR_TOPK_LR, "lr_decay": 0.5, "dead_window": 0.05}
+ANCHOR_RECIPE = Recipe(base_lr=ANCHOR_TOPK_LR, lr_decay=0.2, dead_window=0.1)
+TOPK_SAE_RECIPE = Recipe(base_lr=4 * ANCHOR_TOPK_LR, lr_decay=0.5, dead_window=0.05)
 
 
 class TopKSAE(SAE):

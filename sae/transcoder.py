@@ -145,8 +145,9 @@ class SkipTranscoder(Transcoder):
 
 def _traits(base: type[SAE], saved_as: str | None = None):
     """The activation's traits as a transcoder's; the TopK family's at the anchors' LR and schedule (ANCHOR_RECIPE)."""
-    recipe = ANCHOR_RECIPE if base.traits.uses_k else {}
-    return replace(base.traits, kind="transcoder", saved_as=saved_as, **recipe)
+    if base.traits.uses_k:
+        return replace(base.traits, kind="transcoder", saved_as=saved_as, **ANCHOR_RECIPE)
+    return replace(base.traits, kind="transcoder", saved_as=saved_as)
 
 
 class TopKTranscoder(Transcoder, TopKSAE):

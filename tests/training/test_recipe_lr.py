@@ -75,7 +75,7 @@ def test_topk_sae_schedule_decays_over_half_the_run_and_counts_dead_after_5_perc
     for arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
         cfg = resolve_defaults(TrainConfig(store="s", hook="h", architecture=arch, total_tokens=4_000_000), 96)
         assert (cfg.lr_decay_fraction, cfg.dead_max_fraction) == (0.5, 0.05)
-        sae = create_sae(SAEConfig(architecture=arch, d_in=96, d_sae=cfg.d_sae, k=32))
+        sae = create_sae(SAEConfig(architecture=arch, d_in=96, d_sae=1536, k=32))
         trainer = build_trainer(sae, cfg, total_steps=976, data_parallel=False)
         schedule = trainer.scheduler.lr_lambdas[0]
         assert schedule.decay_steps == 488 and schedule(488) == 1.0 and schedule(732) == pytest.approx(0.5)
