@@ -43,6 +43,7 @@ class Recipe(TypedDict):
     """The training-recipe traits that related architectures share (`ArchitectureTraits(..., **recipe)`)."""
 
     base_lr: float
+    adam_betas: tuple[float, float]
     lr_decay: float
     dead_window: float
 

@@ -110,11 +110,13 @@ def detached_pre_acts(sae: SAE, batch: Float[Tensor, "batch d_batch"]) -> PreAct
 
 # The anchors' base LR (2e-4 at 2^14 latents). The TopK family's SAEs train at 4x it (docs/logbook.md, entry 2),
 # decay it over the last half of the run and count a latent dead after 5% of the budget without firing (entry 6:
-# latents that stop firing while the LR is high come back as it decays). Transcoders and crosscoders keep the
-# anchors' LR and schedule: at 4x they lost latents that AuxK could not revive (entry 3).
+# latents that stop firing while the LR is high come back as it decays), which lets Adam's beta2 be 0.99: a
+# second-moment horizon of 100 steps, not 1,000, which at 250-1,000 steps no longer keeps the later steps as
+# small as the first ones (entries 5 and 6). Transcoders and crosscoders keep the anchors' LR and schedule: at
+# 4x they lost latents that AuxK could not revive (entry 3).
 ANCHOR_TOPK_LR = 2e-4
-ANCHOR_RECIPE = Recipe(base_lr=ANCHOR_TOPK_LR, lr_decay=0.2, dead_window=0.1)
-TOPK_SAE_RECIPE = Recipe(base_lr=4 * ANCHOR_TOPK_LR, lr_decay=0.5, dead_window=0.05)
+ANCHOR_RECIPE = Recipe(base_lr=ANCHOR_TOPK_LR, adam_betas=(0.9, 0.999), lr_decay=0.2, dead_window=0.1)
+TOPK_SAE_RECIPE = Recipe(base_lr=4 * ANCHOR_TOPK_LR, adam_betas=(0.9, 0.99), lr_decay=0.5, dead_window=0.05)
 
 
 class TopKSAE(SAE):

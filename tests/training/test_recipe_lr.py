@@ -67,22 +67,24 @@ def test_best_lr_is_marked_per_width_and_k(tmp_path):
 def test_topk_sae_schedule_decays_over_half_the_run_and_counts_dead_after_5_percent():
     """The TopK family's SAEs decay the LR over the last half of the run and call a latent dead after 5% of a
     short budget without firing: latents that stop firing while the LR is high come back as it decays, and AuxK
-    reaches them sooner (docs/logbook.md, entry 6). Transcoders, crosscoders and the L1 / JumpReLU SAEs keep the
-    anchors' 0.2 and 10%; explicit values win."""
+    reaches them sooner; with that, Adam's beta2 is 0.99 (docs/logbook.md, entry 6). Transcoders, crosscoders
+    and the L1 / JumpReLU SAEs keep the anchors' 0.2, 10% and beta2 0.999; explicit values win."""
     from visae.sae.registry import architecture_traits
     from visae.training.build import build_trainer
 
     for arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
         cfg = resolve_defaults(TrainConfig(store="s", hook="h", architecture=arch, total_tokens=4_000_000), 96)
-        assert (cfg.lr_decay_fraction, cfg.dead_max_fraction) == (0.5, 0.05)
+        assert (cfg.lr_decay_fraction, cfg.dead_max_fraction, cfg.adam_betas) == (0.5, 0.05, [0.9, 0.99])
         sae = create_sae(SAEConfig(architecture=arch, d_in=96, d_sae=1536, k=32))
         trainer = build_trainer(sae, cfg, total_steps=976, data_parallel=False)
+        assert trainer.optimizer.param_groups[0]["betas"] == (0.9, 0.99)
         schedule = trainer.scheduler.lr_lambdas[0]
         assert schedule.decay_steps == 488 and schedule(488) == 1.0 and schedule(732) == pytest.approx(0.5)
         assert trainer.dead.dead_after == 200_000
     for arch in ("topk_transcoder", "batchtopk_transcoder", "standard", "jumprelu"):
         cfg = resolve_defaults(TrainConfig(store="s", hook="h", architecture=arch), 96)
         assert (cfg.lr_decay_fraction, cfg.dead_max_fraction) == (0.2, 0.1), arch
+        assert cfg.adam_betas is not None and cfg.adam_betas[1] == 0.999, arch
     assert (architecture_traits("crosscoder").lr_decay, architecture_traits("crosscoder").dead_window) == (0.2, 0.1)
     explicit = TrainConfig(store="s", hook="h", lr_decay_fraction=0.2, dead_max_fraction=0.1)
     assert (resolve_defaults(explicit, 96).lr_decay_fraction, resolve_defaults(explicit, 96).dead_max_fraction) == (
