@@ -51,15 +51,23 @@ class CodeCollector:
         self._token_parts.append(_to_coo(z.reshape(b * t, -1), row_offset=self.n_images * t))
         image_act = z[:, self.image_token_positions].max(1).values
         self._image_parts.append(_to_coo(image_act, row_offset=self.n_images))
-        self._all_token_parts.append(_to_coo(z.max(1).values, row_offset=self.n_images))
+        if self._reads_more_than_patches:
+            self._all_token_parts.append(_to_coo(z.max(1).values, row_offset=self.n_images))
         self.n_images += b
 
+    @property
+    def _reads_more_than_patches(self) -> bool:
+        """Whether the max over every token can differ from the max over `image_token_positions`."""
+        return len(self.image_token_positions) < self.layout.n_tokens
+
     def finish(self) -> Codes:
+        images = _stack(self._image_parts, (self.n_images, self.n_latents))
         return Codes(
             tokens=_stack(self._token_parts, (self.n_images * self.layout.n_tokens, self.n_latents)),
-            images=_stack(self._image_parts, (self.n_images, self.n_latents)),
+            images=images,
             layout=self.layout,
-            images_all_tokens=_stack(self._all_token_parts, (self.n_images, self.n_latents)),
+            images_all_tokens=(_stack(self._all_token_parts, (self.n_images, self.n_latents))
+                               if self._reads_more_than_patches else images),
         )
 
 
